@@ -1,0 +1,1 @@
+"""meshstream engines: the models (detector, landmarks, lifter, body) and how they run."""

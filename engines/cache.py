@@ -1,0 +1,18 @@
+"""Where derived artefacts (converted weights, compiled engines) live.
+
+The cache is ``$MESHSTREAM_CACHE`` if set, else ``~/.cache/meshstream``. Nothing in it is
+committed; everything in it can be rebuilt from files obtained through the package registries.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The cache directory, created on first use."""
+    root = os.environ.get("MESHSTREAM_CACHE")
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "meshstream"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
