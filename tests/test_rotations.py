@@ -1,0 +1,61 @@
+import math
+
+import torch
+
+from engines import rotations as R
+from engines.skeleton import BLAZEPOSE_MIRROR, BLAZEPOSE_NAMES, SMPL_JOINT_NAMES, SMPL_MIRROR, SMPL_PARENTS
+
+
+def _random_axis_angle(n, generator):
+    axis = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    angle = torch.rand(n, 1, generator=generator, dtype=torch.float64) * (math.pi - 1e-3)
+    return axis * angle
+
+
+def test_axis_angle_round_trips_through_matrix_and_quaternion():
+    g = torch.Generator().manual_seed(0)
+    aa = _random_axis_angle(1000, g)
+    assert torch.allclose(R.matrix_to_axis_angle(R.axis_angle_to_matrix(aa)), aa, atol=1e-9)
+    assert torch.allclose(R.quaternion_to_axis_angle(R.axis_angle_to_quaternion(aa)), aa, atol=1e-9)
+    m = R.axis_angle_to_matrix(aa)
+    assert torch.allclose(R.quaternion_to_matrix(R.matrix_to_quaternion(m)), m, atol=1e-9)
+
+
+def test_rotation_matrices_are_orthonormal_and_known_rotation_is_right():
+    aa = torch.tensor([[0.0, 0.0, math.pi / 2]], dtype=torch.float64)
+    m = R.axis_angle_to_matrix(aa)[0]
+    assert torch.allclose(m @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0.0, 1, 0], dtype=torch.float64), atol=1e-12)
+    g = torch.Generator().manual_seed(1)
+    ms = R.axis_angle_to_matrix(_random_axis_angle(100, g))
+    eye = torch.eye(3, dtype=torch.float64).expand_as(ms)
+    assert torch.allclose(ms @ ms.transpose(-1, -2), eye, atol=1e-12)
+    assert torch.allclose(torch.linalg.det(ms), torch.ones(100, dtype=torch.float64), atol=1e-12)
+
+
+def test_zero_rotation_has_finite_gradients():
+    aa = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    R.axis_angle_to_matrix(aa).sum().backward()
+    assert torch.isfinite(aa.grad).all()
+    assert torch.allclose(R.matrix_to_axis_angle(R.axis_angle_to_matrix(aa.detach())), aa.detach())
+
+
+def test_rot6d_round_trip_and_projection_of_noisy_input():
+    g = torch.Generator().manual_seed(2)
+    m = R.axis_angle_to_matrix(_random_axis_angle(50, g))
+    assert torch.allclose(R.rot6d_to_matrix(R.matrix_to_rot6d(m)), m, atol=1e-12)
+    noisy = R.matrix_to_rot6d(m) + 0.01 * torch.randn(50, 6, generator=g, dtype=torch.float64)
+    out = R.rot6d_to_matrix(noisy)
+    assert torch.allclose(out @ out.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand_as(out), atol=1e-12)
+
+
+def test_skeleton_tables_are_consistent():
+    assert len(SMPL_JOINT_NAMES) == len(SMPL_PARENTS) == len(SMPL_MIRROR) == 24
+    assert all(p < i for i, p in enumerate(SMPL_PARENTS))
+    assert len(BLAZEPOSE_NAMES) == len(BLAZEPOSE_MIRROR) == 33
+    for i, j in enumerate(BLAZEPOSE_MIRROR):
+        a, b = BLAZEPOSE_NAMES[i], BLAZEPOSE_NAMES[j]
+        assert a.replace("left", "X").replace("right", "left").replace("X", "right") == b
+    for i, j in enumerate(SMPL_MIRROR):
+        a, b = SMPL_JOINT_NAMES[i], SMPL_JOINT_NAMES[j]
+        assert a.replace("left", "X").replace("right", "left").replace("X", "right") == b
