@@ -446,8 +446,8 @@ def retarget(
     rest = torch.as_tensor(np.asarray(rest_joints), dtype=torch.float64)
     if rest.shape != (NUM_SMPL_JOINTS, 3) or not torch.isfinite(rest).all():
         raise ValueError(f"rest_joints must be a finite (24, 3) array, got shape {tuple(rest.shape)}")
-    missing = {s.rotation for s in CMU_TO_SMPL.values()} | {n for s in CMU_TO_SMPL.values() for n in s.position[:2] if isinstance(n, str)}
-    missing -= set(skeleton.names)
+    needed = {s.rotation for s in CMU_TO_SMPL.values()} | {n for s in CMU_TO_SMPL.values() for n in s.position[:2]}
+    missing = needed - set(skeleton.names)
     if missing:
         raise ValueError(f"clip {clip.name!r} lacks the CMU joints {sorted(missing)}; it needs the cgspeed CMU skeleton")
 
@@ -456,8 +456,8 @@ def retarget(
     positions, global_rot = _change_axes(positions, global_rot)
     if tpose_frame is None:
         zero = BvhClip(skeleton, np.zeros((1, clip.motion.shape[1])), clip.frame_time_s)
-        ref_rot, ref_pos = _change_axes(*reversed(bvh_forward_kinematics(zero)))
-        ref_rot, ref_pos = ref_pos, ref_rot  # undo the swap needed to call _change_axes
+        zero_rot, zero_pos = bvh_forward_kinematics(zero)
+        ref_pos, ref_rot = _change_axes(zero_pos, zero_rot)
         keep = slice(None)
     else:
         if not 0 <= tpose_frame < clip.num_frames:
