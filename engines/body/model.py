@@ -40,6 +40,10 @@ class BodyOutput:
     landmarks_coco: Tensor
 
 
+# A pytree node, so torch.export/compile can return it from a traced graph.
+torch.export.register_dataclass(BodyOutput, serialized_type_name="engines.body.BodyOutput")
+
+
 @dataclass
 class LandmarkRegressor:
     """Sparse landmark definition: each landmark is a weighted sum of a few vertices and joints.
