@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from engines.pose import geometry as geo
+from engines.pose.filtering import PoseSmoother
 from engines.pose.networks import DETECTOR, LANDMARKS, build_engines
 
 log = logging.getLogger("meshstream.pose")
@@ -84,22 +85,28 @@ class PoseEstimator:
     ``backend``: "auto", "eager", "compile", "tensorrt" or "litert" (see engines.backends);
     ``device``: torch device; ``max_people``: most people per frame; ``with_mask``: compute the
     person masks; ``detect_every``: also run the detector every N frames while fewer than
-    ``max_people`` are tracked (0: only when nobody is tracked or someone is lost).
+    ``max_people`` are tracked (0: only when nobody is tracked or someone is lost);
+    ``smooth_landmarks``: MediaPipe's One Euro smoothing of the outputs (keypoints, visibility,
+    world landmarks); ``smooth_roi``: MediaPipe's smoothing of the auxiliary landmarks that
+    place the next frame's region (steadier crops); both per tracked person (engines.pose.filtering).
     Fetches and converts the networks on first use if they are not cached.
     """
 
     def __init__(self, backend: str = "auto", device: str = "cpu", max_people: int = 4, with_mask: bool = True,
-                 detect_every: int = 30, fp16: bool = False):
+                 detect_every: int = 30, smooth_landmarks: bool = False, smooth_roi: bool = True,
+                 fp16: bool = False):
         if max_people < 1:
             raise ValueError("max_people must be at least 1")
         self.max_people = max_people
         self.with_mask = with_mask
         self.detect_every = detect_every
+        self.smooth_landmarks = smooth_landmarks
+        self.smooth_roi = smooth_roi
         engines = build_engines(backend=backend, device=device, fp16=fp16, max_batch=max_people)
         self.detector = engines[DETECTOR]
         self.landmarker = engines[LANDMARKS]
         self.anchors = geo.ssd_anchors()
-        self.tracked: list[geo.Roi] = []
+        self.tracked: list[_Track] = []
         self.frame_index = 0
         self.detector_runs = 0
         log.info("pose estimator: detector on %s, landmarks on %s", self.detector.backend, self.landmarker.backend)
@@ -164,8 +171,9 @@ class PoseEstimator:
                 roi=roi.as_tuple(),
                 landmark_presence=geo.sigmoid(values[: geo.NUM_BODY_LANDMARKS, 4]).astype(np.float32),
             )
-            # The next frame's region, from the auxiliary landmarks.
-            person._next_roi = geo.roi_from_alignment_points(xy_image[geo.AUX_CENTRE], xy_image[geo.AUX_SCALE])
+            # The auxiliary landmarks 33/34 (x, y, z pixels) give the next frame's region.
+            person._aux = np.concatenate([xy_image[geo.AUX_CENTRE:geo.AUX_SCALE + 1],
+                                          z[geo.AUX_CENTRE:geo.AUX_SCALE + 1, None]], axis=1)
             people.append(person)
         return people
 
@@ -185,42 +193,70 @@ class PoseEstimator:
             rois.append(roi)
         return rois
 
-    def __call__(self, image: np.ndarray) -> list[PersonObservation]:
-        """People in ``image`` (H, W, 3) uint8 RGB; updates the tracked regions."""
+    def __call__(self, image: np.ndarray, timestamp_s: float | None = None) -> list[PersonObservation]:
+        """People in ``image`` (H, W, 3) uint8 RGB; updates the tracked regions.
+
+        ``timestamp_s``: the frame's time in seconds, used by the smoothing filters (default:
+        the frame count at a nominal 30 frames per second).
+        """
         image = check_image(image)
-        tracked = [r for r in self.tracked if r.size >= 1.0]
-        detected: list[geo.Roi] = []
+        time_s = float(timestamp_s) if timestamp_s is not None else self.frame_index / 30.0
+        tracks = [t for t in self.tracked if t.roi.size >= 1.0]
+        new_tracks: list[_Track] = []
         periodic = self.detect_every > 0 and self.frame_index % self.detect_every == 0
-        if not tracked or (periodic and len(tracked) < self.max_people):
-            detected = self._rois_from_detections(image, tracked)[: self.max_people - len(tracked)]
-        rois = tracked + detected
-        results = self.landmarks(image, rois)
-        people = []
-        for roi, person in zip(rois, results):
-            if person is not None:
-                person.from_detection = any(roi is d for d in detected)
-                people.append(person)
-        lost = len(people) < len(rois)
-        if lost and not detected and len(people) < self.max_people:
+        if not tracks or (periodic and len(tracks) < self.max_people):
+            rois = self._rois_from_detections(image, [t.roi for t in tracks])[: self.max_people - len(tracks)]
+            new_tracks = [_Track(roi) for roi in rois]
+        candidates = tracks + new_tracks
+        results = self.landmarks(image, [t.roi for t in candidates])
+        found = [(t, p) for t, p in zip(candidates, results) if p is not None]
+        for track, person in found:
+            person.from_detection = track in new_tracks
+        if len(found) < len(candidates) and not new_tracks and len(found) < self.max_people:
             # Someone tracked was lost: look for people again in this frame.
-            avoid = [geo.Roi(*p.roi) for p in people]
-            fresh = self._rois_from_detections(image, avoid)[: self.max_people - len(people)]
-            for roi, person in zip(fresh, self.landmarks(image, fresh)):
+            avoid = [geo.Roi(*p.roi) for _, p in found]
+            fresh = [_Track(r) for r in self._rois_from_detections(image, avoid)[: self.max_people - len(found)]]
+            for track, person in zip(fresh, self.landmarks(image, [t.roi for t in fresh])):
                 if person is not None:
                     person.from_detection = True
-                    people.append(person)
-        people = self._drop_duplicates(people)
-        self.tracked = [p.__dict__.pop("_next_roi") for p in people]
-        for p in people:
-            p.__dict__.pop("_next_roi", None)
+                    found.append((track, person))
+        found = self._drop_duplicates(found)
+        self.tracked = []
+        people = []
+        for track, person in found:
+            aux = person.__dict__.pop("_aux")
+            if self.smooth_landmarks:
+                track.smooth(person, time_s)
+            if self.smooth_roi:
+                aux = track.smoother.auxiliary(aux, time_s)
+            track.roi = geo.roi_from_alignment_points(aux[0, :2], aux[1, :2])
+            self.tracked.append(track)
+            people.append(person)
         self.frame_index += 1
         return people
 
     @staticmethod
-    def _drop_duplicates(people: list[PersonObservation]) -> list[PersonObservation]:
+    def _drop_duplicates(found: list) -> list:
         """Two regions that converged on the same person: keep the more confident one."""
-        kept: list[PersonObservation] = []
-        for person in sorted(people, key=lambda p: -p.presence):
-            if all(_box_iou(person.bbox, other.bbox) < 0.6 for other in kept):
-                kept.append(person)
+        kept: list = []
+        for track, person in sorted(found, key=lambda tp: -tp[1].presence):
+            if all(_box_iou(person.bbox, other.bbox) < 0.6 for _, other in kept):
+                kept.append((track, person))
         return kept
+
+
+class _Track:
+    """A tracked person: the region for the next frame and the smoothing state."""
+
+    def __init__(self, roi: geo.Roi):
+        self.roi = roi
+        self.smoother = PoseSmoother()
+
+    def smooth(self, person: PersonObservation, time_s: float) -> None:
+        xyz = np.concatenate([person.keypoints[:, :2], person.keypoints_z[:, None]], axis=1)
+        xyz = self.smoother.landmarks(xyz, time_s)
+        visibility = self.smoother.visibilities(person.keypoints[:, 2])
+        person.keypoints = np.ascontiguousarray(np.concatenate([xyz[:, :2], visibility[:, None]], axis=1), np.float32)
+        person.keypoints_z = np.ascontiguousarray(xyz[:, 2], np.float32)
+        person.world_landmarks = np.ascontiguousarray(self.smoother.world_landmarks(person.world_landmarks, time_s),
+                                                      np.float32)
