@@ -50,7 +50,8 @@ def run(args) -> int:
 
         try:
             models.ensure_models()
-            built = build_engines(backend=args.backend, device=args.device, fp16=args.fp16, max_batch=args.batch)
+            built = build_engines(backend=args.backend, device=args.device, fp16=args.fp16, max_batch=args.batch,
+                                  strict=True)
         except (models.ModelsUnavailableError, backends.BackendUnavailableError) as exc:
             raise UserError(str(exc)) from exc
         for name, engine in built.items():
