@@ -156,3 +156,14 @@ def test_a_4k_frame_gives_the_same_landmarks_scaled(estimator, photo):
 def test_bad_images_are_refused_with_a_clear_error(estimator, bad):
     with pytest.raises(ValueError, match="image"):
         estimator(bad)
+
+
+def test_a_lost_person_is_detected_again(estimator, photo):
+    estimator.reset()
+    first = estimator(photo)
+    assert len(first) == 1 and first[0].from_detection
+    assert estimator(np.full_like(photo, 128)) == []   # lost: the tracked region is dropped
+    assert estimator.tracked == []
+    again = estimator(photo)
+    assert len(again) == 1 and again[0].from_detection
+    np.testing.assert_allclose(again[0].keypoints[:, :2], first[0].keypoints[:, :2], atol=1e-3)

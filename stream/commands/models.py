@@ -46,7 +46,7 @@ def run(args) -> int:
         return 0
     if action == "build":
         from engines import backends
-        from engines.pose.networks import build_engines
+        from engines.pose.networks import build_engines, network_spec, warm_up
 
         try:
             models.ensure_models()
@@ -55,6 +55,7 @@ def run(args) -> int:
         except (models.ModelsUnavailableError, backends.BackendUnavailableError) as exc:
             raise UserError(str(exc)) from exc
         for name, engine in built.items():
+            warm_up(engine, network_spec(name))  # compiles what compiles lazily
             print(f"{name}: {engine.describe()}")
         return 0
     raise UserError(f"unknown action {action!r}: use fetch, list or build")
