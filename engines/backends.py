@@ -183,6 +183,7 @@ class TensorRTEngine(Engine):
         except ImportError as exc:
             raise BackendUnavailableError("tensorrt needs the torch-tensorrt package: pip install torch-tensorrt") from exc
         self.fp16 = fp16
+        self.dtype = torch.float16 if fp16 else torch.float32
         self.max_batch = max_batch
         engine_file, sidecar_file = _trt_paths(spec, fp16, max_batch)
         wanted = tensorrt_sidecar(spec, fp16, max_batch)
@@ -203,15 +204,22 @@ class TensorRTEngine(Engine):
             self.module = self._build(torch_tensorrt, engine_file, sidecar_file, wanted)
 
     def _build(self, torch_tensorrt, engine_file: Path, sidecar_file: Path, sidecar: dict):
+        """1. export the module with a dynamic batch; 2. compile it with TensorRT (fp16: the
+        module and its inputs in half precision, which every Torch-TensorRT typing mode
+        respects); 3. save it as an ExportedProgram beside its sidecar."""
         module = self.spec.make_module().eval().to(self.device)
+        if self.fp16:
+            module = module.half()
         inputs = [torch_tensorrt.Input(min_shape=(1, *s[1:]), opt_shape=(1, *s[1:]), max_shape=(self.max_batch, *s[1:]),
-                                       dtype=torch.float32) for s in self.spec.input_shapes]
-        precisions = {torch.float16, torch.float32} if self.fp16 else {torch.float32}
+                                       dtype=self.dtype) for s in self.spec.input_shapes]
         log.info("%s: building TensorRT engine (%s, batch 1..%d)", self.spec.name, sidecar["precision"], self.max_batch)
-        compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=inputs, enabled_precisions=precisions)
-        examples = [torch.zeros((1, *s[1:]), device=self.device) for s in self.spec.input_shapes]
-        tmp = engine_file.with_name(f".{engine_file.name}.{os.getpid()}.tmp")
-        torch_tensorrt.save(compiled, str(tmp), inputs=examples)
+        compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=inputs, min_block_size=1)
+        tmp = engine_file.with_name(f".{engine_file.name}.{os.getpid()}.tmp.ep")
+        try:
+            torch_tensorrt.save(compiled, str(tmp), arg_inputs=inputs)
+        except TypeError:  # older Torch-TensorRT: example tensors under `inputs`
+            examples = [torch.zeros((1, *s[1:]), device=self.device, dtype=self.dtype) for s in self.spec.input_shapes]
+            torch_tensorrt.save(compiled, str(tmp), inputs=examples)
         os.replace(tmp, engine_file)
         sidecar = dict(sidecar, engine_sha256=_sha256(engine_file))
         sidecar_file.write_text(json.dumps(sidecar, indent=1))
@@ -219,7 +227,7 @@ class TensorRTEngine(Engine):
 
     @torch.inference_mode()
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        xs = [torch.as_tensor(x).to(self.device, torch.float32).contiguous() for x in inputs]
+        xs = [torch.as_tensor(x).to(self.device, self.dtype).contiguous() for x in inputs]
         batch = xs[0].shape[0]
         outs: list[list[torch.Tensor]] = []
         for start in range(0, batch, self.max_batch):
