@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engines.fit import BodyFitter, FitWeights
+from engines.fit import BodyFitter, FitWeights, GaussianPosePrior
 from stream.smoothing import BodyParams, SmootherBank
 from stream.tracking import Tracker
 
@@ -54,7 +54,7 @@ class BodyReconstructor:
         lifter: an engines.lift Lifter, or None (then the fit starts from the world landmarks).
         smoothing: "one-euro", "kalman" or "none".
         refine: run the fit (step 5).
-        fit_iterations: L-BFGS iterations per frame of the fit.
+        fit_iterations: Levenberg-Marquardt iterations per frame of the fit.
         min_visible_keypoints: fewer keypoints with visibility >= 0.5 means no body.
         pose_prior: "gmm" (the shipped Gaussian mixture) or "simple".
     """
@@ -65,7 +65,7 @@ class BodyReconstructor:
         lifter=None,
         smoothing: str = "one-euro",
         refine: bool = True,
-        fit_iterations: int = 15,
+        fit_iterations: int = 6,
         min_visible_keypoints: int = 8,
         pose_prior: str = "gmm",
         tracker: Tracker | None = None,
@@ -79,12 +79,11 @@ class BodyReconstructor:
         self.tracker = tracker or Tracker()
         self.smoothers = SmootherBank(smoothing)
         self._poser = LandmarkPoser(body_model).float()
-        prior = None
+        prior = GaussianPosePrior()
         if pose_prior == "gmm":
             from engines.pose_prior import PosePrior
 
-            gmm = PosePrior.load()
-            prior = lambda pose: 0.02 * gmm(pose)  # noqa: E731  (nats -> the fit's units)
+            prior = GaussianPosePrior(PosePrior.load())
         self.fitter = BodyFitter(lambda o, p, b, t: self._poser(o, p, b, t)[0], FitWeights(), pose_prior=prior,
                                  iterations=fit_iterations)
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
