@@ -3,7 +3,8 @@
 :class:`BodyReconstructor` is the "lift, refine, track and smooth" part of the pipeline, usable
 alone (a script, a test) or inside a pipeline stage. Per frame:
 
-1. Track: stable ids for the detections (:class:`stream.tracking.Tracker`).
+1. Track: stable ids for the detections (:class:`stream.tracking.Tracker`), unless the caller
+   gives them (the pipeline tracks in a stage of its own).
 2. Select: people with too few visible keypoints get no body (never a guess).
 3. Lift: the learned lifter's pose, shape and translation, when a lifter is given; it anchors
    the fit and gives the shape.
@@ -57,6 +58,8 @@ class BodyReconstructor:
         fit_iterations: Levenberg-Marquardt iterations per frame of the fit.
         min_visible_keypoints: fewer keypoints with visibility >= 0.5 means no body.
         pose_prior: "gmm" (the shipped Gaussian mixture) or "simple".
+        tracker: the tracker used when the caller gives no ids (default: a new Tracker).
+        forget_after_s: a track unseen this long loses its state (previous fit, smoothing, shape).
     """
 
     def __init__(
@@ -69,12 +72,14 @@ class BodyReconstructor:
         min_visible_keypoints: int = 8,
         pose_prior: str = "gmm",
         tracker: Tracker | None = None,
+        forget_after_s: float = 2.0,
     ):
         from engines.body.sparse import LandmarkPoser
 
         self.body_model = body_model
         self.lifter = lifter
         self.refine = refine
+        self.forget_after_s = forget_after_s
         self.min_visible_keypoints = min_visible_keypoints
         self.tracker = tracker or Tracker()
         self.smoothers = SmootherBank(smoothing)
@@ -104,6 +109,7 @@ class BodyReconstructor:
         intrinsics: np.ndarray,
         world_landmarks: np.ndarray | None = None,
         masks: list[np.ndarray | None] | None = None,
+        track_ids: np.ndarray | None = None,
     ) -> Reconstruction:
         """One frame.
 
@@ -113,16 +119,21 @@ class BodyReconstructor:
             intrinsics: (3,3) pinhole matrix, pixels.
             world_landmarks: (P,33,3) metres, hip-centred, camera-aligned; or None.
             masks: per person a (H,W) float mask in [0,1], or None (used by the lifter).
+            track_ids: (P,) ids from a tracker run by the caller; None to track here.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         keypoints = np.asarray(keypoints, np.float32).reshape(-1, 33, 3)
         count = len(boxes)
-        # 1. Track.
-        ids = self.tracker.update(t_s, boxes, keypoints)
-        for expired in getattr(self.tracker, "expired", []):
-            self.smoothers.forget(expired)
-            self._previous.pop(expired, None)
-            self._shapes.pop(expired, None)
+        # 1. Track (or take the caller's ids); forget the state of tracks long gone.
+        if track_ids is None:
+            ids = self.tracker.update(t_s, boxes, keypoints)
+        else:
+            ids = np.asarray(track_ids, np.int64).reshape(count)
+        for track, (seen_s, *_) in list(self._previous.items()):
+            if t_s - seen_s > self.forget_after_s or t_s < seen_s:
+                self.smoothers.forget(track)
+                self._previous.pop(track, None)
+                self._shapes.pop(track, None)
         bodies: list[BodyParams | None] = [None] * count
         reprojection = np.full(count, np.nan, np.float32)
         # 2. Select.
