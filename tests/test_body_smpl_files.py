@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from body_model_files import smpl_arrays, smplx_arrays, write_chumpy_pickle, write_npz, write_plain_pickle
+from engines.body.random_files import smpl_arrays, smplx_arrays, write_chumpy_pickle, write_npz, write_plain_pickle
 from engines.body import load_body_model
 from engines.body.smpl_files import BodyModelFileError
 from tests.conftest import ROOT

@@ -1,6 +1,6 @@
 """Structurally valid SMPL-format and SMPL-X-format model files, random but well formed.
 
-The real files are licence-gated and not available to the tests, so the tests write files
+The real files are licence-gated and not available to tests and benchmarks, so they write files
 with the official layout (keys, shapes, dtypes, kintree_table, sparse J_regressor) and random
 contents, and compare meshstream's skinning with the smplx package's on them.
 
