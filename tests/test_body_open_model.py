@@ -169,3 +169,13 @@ def test_default_model_loads_without_anny_or_smplx():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "meshstream-open-1" in done.stdout
+
+
+def test_open_model_in_float16_stays_within_5_mm_of_float64(model):
+    half = load_body_model("open", dtype=torch.float16)
+    global_orient, body_pose, betas, transl = random_pose(4, seed=2)
+    exact = model(global_orient, body_pose, betas, transl)
+    approx = half(global_orient.half(), body_pose.half(), betas.half(), transl.half())
+    for name in ("vertices", "joints", "landmarks"):
+        error = (getattr(approx, name).double() - getattr(exact, name)).abs().max().item()
+        assert error < 5e-3, (name, error)
