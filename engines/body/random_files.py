@@ -27,9 +27,10 @@ SMPLX_VERTICES = 10475
 _ROOT_PARENT = 4294967295  # the official files store the root's parent as uint32 -1
 
 
-def smplx_parents() -> list[int]:
-    """SMPL-X's 55-joint tree: SMPL's first 22, jaw and eyes under the head, 15 per hand."""
-    parents = list(SMPL_PARENTS[:22]) + [15, 15, 15]
+def smplx_parents(with_face: bool = True) -> list[int]:
+    """SMPL-X's 55-joint tree: SMPL's first 22, jaw and eyes under the head, 15 per hand
+    (index, middle, pinky, ring, thumb; three joints each). Without the face: SMPL+H's 52."""
+    parents = list(SMPL_PARENTS[:22]) + ([15, 15, 15] if with_face else [])
     for wrist in (20, 21):
         for _finger in range(5):  # index, middle, pinky, ring, thumb: three joints each
             parents += [wrist, len(parents), len(parents) + 1]
@@ -67,15 +68,27 @@ def smpl_arrays(seed: int = 0) -> dict:
     return _body_arrays(np.random.default_rng(seed), SMPL_VERTICES, list(SMPL_PARENTS), 10)
 
 
+def _hand_arrays(rng: np.random.Generator) -> dict:
+    return dict(hands_componentsl=rng.normal(size=(45, 45)), hands_componentsr=rng.normal(size=(45, 45)),
+                hands_meanl=rng.normal(0, 0.1, size=45), hands_meanr=rng.normal(0, 0.1, size=45))
+
+
+def smplh_arrays(seed: int = 2) -> dict:
+    """An SMPL+H-format dictionary: 6890 vertices, 52 joints, 10 betas, hand PCA."""
+    rng = np.random.default_rng(seed)
+    arrays = _body_arrays(rng, SMPL_VERTICES, smplx_parents(with_face=False), 10)
+    arrays.update(_hand_arrays(rng))
+    return arrays
+
+
 def smplx_arrays(seed: int = 1) -> dict:
     """An SMPL-X-format dictionary: 10475 vertices, 55 joints, 10 betas + 10 expressions."""
     rng = np.random.default_rng(seed)
     arrays = _body_arrays(rng, SMPLX_VERTICES, smplx_parents(), 20)
     arrays["J_regressor"] = arrays["J_regressor"].toarray()  # the .npz files hold it dense
     num_faces = len(arrays["f"])
+    arrays.update(_hand_arrays(rng))
     arrays.update(
-        hands_componentsl=rng.normal(size=(45, 45)), hands_componentsr=rng.normal(size=(45, 45)),
-        hands_meanl=rng.normal(0, 0.1, size=45), hands_meanr=rng.normal(0, 0.1, size=45),
         lmk_faces_idx=rng.integers(0, num_faces, size=51), lmk_bary_coords=rng.dirichlet(np.ones(3), size=51),
         dynamic_lmk_faces_idx=rng.integers(0, num_faces, size=(79, 17)),
         dynamic_lmk_bary_coords=rng.dirichlet(np.ones(3), size=(79, 17)),
