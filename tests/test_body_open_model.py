@@ -179,3 +179,15 @@ def test_open_model_in_float16_stays_within_5_mm_of_float64(model):
     for name in ("vertices", "joints", "landmarks"):
         error = (getattr(approx, name).double() - getattr(exact, name)).abs().max().item()
         assert error < 5e-3, (name, error)
+
+
+def test_open_model_exports_with_a_dynamic_batch():
+    model = load_body_model("open")
+    batch = torch.export.Dim("batch", min=1, max=512)
+    example = tuple(t.float() for t in random_pose(2, seed=3))
+    exported = torch.export.export(model, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
+    for size in (1, 5):
+        args = tuple(t.float() for t in random_pose(size, seed=size))
+        eager, graph = model(*args), exported(*args)
+        torch.testing.assert_close(graph.vertices, eager.vertices, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(graph.landmarks, eager.landmarks, atol=1e-5, rtol=1e-5)

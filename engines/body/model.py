@@ -134,8 +134,7 @@ class BodyModel(nn.Module):
         self._parents_np = np.asarray(parents, dtype=np.int64)
         self.cache_hits = 0
         self.cache_misses = 0
-        self._cache_key: Tensor | None = None
-        self._cache_value: tuple[Tensor, Tensor] | None = None
+        self._cache: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
 
         def buffer(name, array, dt=dtype):
             self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)).to(device=device, dtype=dt))
@@ -198,23 +197,23 @@ class BodyModel(nn.Module):
         """(v_shaped (B,V,3), rest joints (B,24,3)), from the cache when betas are unchanged."""
         if _compiling():
             return shape_vertices(self.v_template, self.shapedirs, betas), shape_joints(self.j_template, self.j_shapedirs, betas)
-        key = self._cache_key
-        if (key is not None and key.shape == betas.shape and key.dtype == betas.dtype
-                and key.device == betas.device and torch.equal(key, betas)):
-            self.cache_hits += 1
-            return self._cache_value
+        cached = self._cache  # one read: (betas, (v_shaped, rest joints)) or None; safe across threads
+        if cached is not None:
+            key, value = cached
+            if (key.shape == betas.shape and key.dtype == betas.dtype and key.device == betas.device
+                    and torch.equal(key, betas)):
+                self.cache_hits += 1
+                return value
         self.cache_misses += 1
         value = (shape_vertices(self.v_template, self.shapedirs, betas),
                  shape_joints(self.j_template, self.j_shapedirs, betas))
         if not betas.requires_grad:  # never cache a graph: the next backward would reuse it
-            self._cache_key = betas.detach().clone()
-            self._cache_value = value
+            self._cache = (betas.detach().clone(), value)
         return value
 
     def clear_cache(self) -> None:
         """Forget the cached shape (it is also replaced whenever betas change)."""
-        self._cache_key = None
-        self._cache_value = None
+        self._cache = None
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.half()/.cuda() invalidate the cache
         self.clear_cache()
