@@ -76,9 +76,10 @@ def _compiling() -> bool:
 class BodyModel(nn.Module):
     """An SMPL-style body model with SMPL's 24-joint tree.
 
-    Buffers: v_template (V,3); shapedirs (10, V*3); posedirs (207, V*3) or absent;
-    j_template (24,3) and j_shapedirs (10, 72) (the joint regressor folded in); lbs_weights (V,24);
-    parents (24,) int64; landmark regressors for BlazePose-33 and COCO-17.
+    Buffers: v_template (V,3) and lbs_weights (V,24) (public layout); for the skinning path,
+    coordinate-major v_template_t (3,V), shapedirs (10, 3*V), posedirs (207, 3*V) or None and
+    lbs_weights_t (24,V); j_template (24,3) and j_shapedirs (10, 72) (the joint regressor folded
+    in); parents_tensor (24,) int64; the BlazePose-33 and COCO-17 landmark regressors, stacked.
     Attributes for publishing: faces (F,3) int64 numpy, joint_names, parents (numpy), model_id,
     num_vertices.
     """
@@ -289,8 +290,8 @@ class BodyModel(nn.Module):
         return BodyOutput(
             vertices=vertices.transpose(1, 2).contiguous(),
             joints=joints,
-            landmarks=landmarks[:, :count],
-            landmarks_coco=landmarks[:, count:],
+            landmarks=landmarks[:, :count].contiguous(),
+            landmarks_coco=landmarks[:, count:].contiguous(),
         )
 
     def _regress(self, vertices: Tensor, joints: Tensor) -> Tensor:
