@@ -54,9 +54,8 @@ def _body_arrays(rng: np.random.Generator, num_vertices: int, parents: list[int]
     J_regressor = scipy.sparse.csc_matrix((vals, (rows, cols)), shape=(num_joints, num_vertices))
     # Each vertex skinned to 4 joints.
     weights = np.zeros((num_vertices, num_joints))
-    for vertex in range(num_vertices):
-        chosen = rng.choice(num_joints, size=4, replace=False)
-        weights[vertex, chosen] = rng.dirichlet(np.ones(4))
+    chosen = np.argsort(rng.random((num_vertices, num_joints)), axis=1)[:, :4]
+    np.put_along_axis(weights, chosen, rng.dirichlet(np.ones(4), size=num_vertices), axis=1)
     kintree_table = np.array([[_ROOT_PARENT] + parents[1:], list(range(num_joints))], dtype=np.int64)
     faces = rng.integers(0, num_vertices, size=(2 * num_vertices - 4, 3)).astype(np.uint32)
     return dict(v_template=v_template, shapedirs=shapedirs, posedirs=posedirs, J_regressor=J_regressor,
