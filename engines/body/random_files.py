@@ -104,7 +104,9 @@ def write_plain_pickle(arrays: dict, path: Path) -> Path:
 
 def write_chumpy_pickle(arrays: dict, path: Path) -> Path:
     """The arrays pickled the way the official SMPL files are: numpy arrays wrapped in objects
-    whose class is ``chumpy.ch.Ch`` (state: the array in ``x`` plus chumpy's bookkeeping)."""
+    whose class is ``chumpy.ch.Ch`` (state: the array in ``x`` plus chumpy's bookkeeping), and
+    the joint regressor as a sparse matrix under SciPy's old module path
+    ``scipy.sparse.csc.csc_matrix`` (removed from current SciPy)."""
 
     class Ch:
         def __init__(self, x):
@@ -112,16 +114,23 @@ def write_chumpy_pickle(arrays: dict, path: Path) -> Path:
             self._dirty_vars = set()
             self._itr = None
 
-    Ch.__module__ = "chumpy.ch"
-    Ch.__qualname__ = "Ch"
-    fake_chumpy, fake_ch = types.ModuleType("chumpy"), types.ModuleType("chumpy.ch")
-    fake_ch.Ch = Ch
-    fake_chumpy.ch = fake_ch
-    saved = {name: sys.modules.get(name) for name in ("chumpy", "chumpy.ch")}
-    sys.modules["chumpy"], sys.modules["chumpy.ch"] = fake_chumpy, fake_ch
+    class csc_matrix:  # noqa: N801 - the name old SciPy pickled, under its old private module
+        def __init__(self, matrix):
+            self.__dict__.update(matrix.__dict__)
+
+    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+    csc_matrix.__module__, csc_matrix.__qualname__ = "scipy.sparse.csc", "csc_matrix"
+    fakes = {name: types.ModuleType(name) for name in ("chumpy", "chumpy.ch", "scipy.sparse.csc")}
+    fakes["chumpy.ch"].Ch = Ch
+    fakes["chumpy"].ch = fakes["chumpy.ch"]
+    fakes["scipy.sparse.csc"].csc_matrix = csc_matrix
+    saved = {name: sys.modules.get(name) for name in fakes}
+    sys.modules.update(fakes)
     try:
         wrapped = {key: Ch(value) if key in ("v_template", "shapedirs", "posedirs", "weights") else value
                    for key, value in arrays.items()}
+        if scipy.sparse.issparse(wrapped.get("J_regressor")):
+            wrapped["J_regressor"] = csc_matrix(scipy.sparse.csc_matrix(wrapped["J_regressor"]))
         with open(path, "wb") as handle:
             pickle.dump(wrapped, handle, protocol=2)
     finally:
