@@ -44,42 +44,34 @@ def shape_joints(j_template: Tensor, j_shapedirs: Tensor, betas: Tensor) -> Tens
 
 @dataclass(frozen=True)
 class KinematicLevels:
-    """A kinematic tree split into levels of equal depth, for one batched product per level.
+    """A kinematic tree prepared for forward kinematics by pointer jumping.
 
-    order: joints listed level by level (root first); level_slices: (start, stop) of each level
-    in ``order``; parent_positions: for each level, the positions in ``order`` of its joints'
-    parents; inverse_order: position of each joint in ``order``.
+    Each joint's world transform is the product of the local transforms on its path from the
+    root. Pointer jumping gets all of them in ceil(log2(depth + 1)) batched products (4 for
+    SMPL's tree of depth 8) instead of one per level: at step s every joint multiplies in the
+    partial product of its current ancestor ``ancestors[s][j]`` and jumps to that ancestor's
+    ancestor. Index J stands for "above the root" (an identity transform).
+
+    parents: the tree; ancestors: per step, each joint's ancestor index (J when past the root).
     """
 
-    order: tuple[int, ...]
-    level_slices: tuple[tuple[int, int], ...]
-    parent_positions: tuple[tuple[int, ...], ...]
-    inverse_order: tuple[int, ...]
+    parents: tuple[int, ...]
+    ancestors: tuple[tuple[int, ...], ...]
 
     @staticmethod
     def from_parents(parents: list[int] | tuple[int, ...]) -> "KinematicLevels":
-        depth = []
+        count = len(parents)
         for joint, parent in enumerate(parents):
-            if parent < 0:
-                depth.append(0)
-            elif parent >= joint:
+            if parent >= joint:
                 raise ValueError(f"joint {joint} has parent {parent}; parents must come before children")
-            else:
-                depth.append(depth[parent] + 1)
-        order: list[int] = []
-        slices = []
-        for level in range(max(depth) + 1):
-            members = [j for j in range(len(parents)) if depth[j] == level]
-            slices.append((len(order), len(order) + len(members)))
-            order.extend(members)
-        position = {joint: i for i, joint in enumerate(order)}
-        parent_positions = tuple(
-            tuple(position[parents[j]] for j in order[start:stop]) for start, stop in slices[1:]
-        )
-        inverse = tuple(position[j] for j in range(len(parents)))
-        if depth.count(0) != 1 or order[0] != 0:
+        if parents[0] >= 0 or any(p < 0 for p in parents[1:]):
             raise ValueError("the kinematic tree must have exactly one root, joint 0")
-        return KinematicLevels(tuple(order), tuple(slices), parent_positions, inverse)
+        current = [p if p >= 0 else count for p in parents] + [count]
+        steps = []
+        while any(a != count for a in current[:count]):
+            steps.append(tuple(current[:count]))
+            current = [current[a] for a in current]
+        return KinematicLevels(tuple(int(p) for p in parents), tuple(steps))
 
 
 def forward_kinematics(
@@ -91,11 +83,10 @@ def forward_kinematics(
     int64 (root's entry unused). -> world_rotations (B,J,3,3), world_positions (B,J,3).
 
     Steps: 1. each joint's local rigid transform (4x4): its rotation, and the bone from its
-    parent in the rest pose (the root's "bone" is its rest position); 2. level by level, a
-    joint's world transform is its parent's times its own (one batched product per level);
-    3. restore SMPL's joint order.
+    parent in the rest pose (the root's "bone" is its rest position); 2. pointer jumping (see
+    :class:`KinematicLevels`): a few batched products give every joint's world transform.
     """
-    # 1. Local transforms.
+    # 1. Local transforms, plus an identity at index J.
     parent_joints = rest_joints[:, parents.clamp(min=0)]
     root_mask = (parents < 0).to(rest_joints.dtype)[None, :, None]
     bones = rest_joints - parent_joints * (1.0 - root_mask)
@@ -103,13 +94,13 @@ def forward_kinematics(
     top = torch.cat([rotations, bones[..., None]], dim=-1)  # (B,J,3,4)
     bottom = torch.zeros(1, 1, 1, 4, dtype=top.dtype, device=top.device)
     bottom[..., 3] = 1.0
-    local = torch.cat([top, bottom.expand(batch, count, 1, 4)], dim=-2)[:, list(levels.order)]  # (B,J,4,4)
-    # 2. Level by level.
-    world = local[:, 0:1]
-    for (start, stop), parent_positions in zip(levels.level_slices[1:], levels.parent_positions):
-        world = torch.cat([world, world[:, list(parent_positions)] @ local[:, start:stop]], dim=1)
-    # 3. Back to joint order.
-    world = world[:, list(levels.inverse_order)]
+    local = torch.cat([top, bottom.expand(batch, count, 1, 4)], dim=-2)  # (B,J,4,4)
+    identity = torch.eye(4, dtype=top.dtype, device=top.device).expand(batch, 1, 4, 4)
+    # 2. Pointer jumping.
+    partial = torch.cat([local, identity], dim=1)  # (B,J+1,4,4)
+    for ancestors in levels.ancestors:
+        partial = torch.cat([partial[:, list(ancestors)] @ partial[:, :count], identity], dim=1)
+    world = partial[:, :count]
     return world[..., :3, :3], world[..., :3, 3]
 
 
