@@ -39,7 +39,7 @@ SCENES = [
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default="open", help="'open' (default) or a path to an SMPL/SMPL+H/SMPL-X file or folder")
     parser.add_argument("--render", type=Path, metavar="OUT.png", help="write a picture of the model here")
-    parser.add_argument("--tile", type=int, default=260, help="width of one view in pixels (default 260)")
+    parser.add_argument("--tile", type=int, default=280, help="width of one view in pixels (default 280)")
 
 
 def scene_parameters(model_dtype):
@@ -69,10 +69,10 @@ def render_sheet(model, tile_width: int):
     from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
     global_orient, body_pose, betas = scene_parameters(model.dtype)
-    tile_height = int(tile_width * 1.6)
+    tile_height = int(tile_width * 1.2)
     camera = Camera.from_fov(tile_width, tile_height, horizontal_fov_deg=30.0)
-    # The same distance for every view (so shapes compare): 2.1 m fits the height, 1.9 m the width.
-    distance = max(2.1 * camera.fy / tile_height, 1.9 * camera.fx / tile_width)
+    # The same distance for every view (so shapes compare): 2.3 m fits the height, 1.95 m the width.
+    distance = max(2.3 * camera.fy / tile_height, 1.95 * camera.fx / tile_width)
     # Model frame (y up, facing +z) -> camera frame (y down, facing the camera): a half turn about x.
     to_camera = axis_angle_to_matrix(torch.tensor([math.pi, 0.0, 0.0], dtype=model.dtype))
     turn_side = axis_angle_to_matrix(torch.tensor([0.0, math.pi / 2, 0.0], dtype=model.dtype))  # show the left side
@@ -108,7 +108,7 @@ def render_sheet(model, tile_width: int):
             cv2.putText(image, f"{label} ({view})", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
             tiles.append(image)
         rows.append(np.concatenate(tiles, axis=1))
-    sheet = np.concatenate(rows, axis=0)
+    sheet = np.concatenate(rows + [np.full((24, rows[0].shape[1], 3), 255, np.uint8)], axis=0)
     caption = f"{model.model_id}: {model.num_vertices} vertices, {len(model.faces)} triangles; joints: left red, right blue"
     cv2.putText(sheet, caption, (6, sheet.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return sheet
