@@ -26,16 +26,20 @@ class LandmarkPoser(nn.Module):
 
     def __init__(self, model: BodyModel):
         super().__init__()
-        index = model.landmarks_vertex_index.detach().cpu().numpy()
+        rows = len(model._landmark_joint_weight) - 17  # BlazePose rows come first, then COCO's
+        index = model._landmark_index[:33].detach().cpu().numpy()
+        if rows != 33:
+            raise ValueError(f"expected 33 BlazePose landmark rows, found {rows}")
         used, local_index = np.unique(index.reshape(-1), return_inverse=True)
         used_t = torch.as_tensor(used, device=model.device)
         num_betas = model.shapedirs.shape[0]
-        self.register_buffer("v_template", model.v_template[used_t].clone())
-        shapedirs = model.shapedirs.reshape(num_betas, -1, 3)[:, used_t].reshape(num_betas, -1)
+        # Coordinate-major layouts, as the model's: (3,V') template, (NB, 3*V') directions.
+        self.register_buffer("v_template_t", model.v_template_t[:, used_t].clone())
+        shapedirs = model.shapedirs.reshape(num_betas, 3, -1)[:, :, used_t].reshape(num_betas, -1)
         self.register_buffer("shapedirs", shapedirs.clone())
-        self.register_buffer("lbs_weights", model.lbs_weights[used_t].clone())
+        self.register_buffer("lbs_weights_t", model.lbs_weights_t[:, used_t].clone())
         if model.posedirs is not None:
-            posedirs = model.posedirs.reshape(model.posedirs.shape[0], -1, 3)[:, used_t]
+            posedirs = model.posedirs.reshape(model.posedirs.shape[0], 3, -1)[:, :, used_t]
             self.register_buffer("posedirs", posedirs.reshape(model.posedirs.shape[0], -1).clone())
         else:
             self.posedirs = None
@@ -43,18 +47,18 @@ class LandmarkPoser(nn.Module):
         self.register_buffer("j_shapedirs", model.j_shapedirs)
         self.register_buffer("parents", model.parents_tensor)
         self.register_buffer("vertex_index", torch.as_tensor(local_index.reshape(index.shape), device=model.device))
-        self.register_buffer("vertex_weight", model.landmarks_vertex_weight)
-        self.register_buffer("joint_weight", model.landmarks_joint_weight)
+        self.register_buffer("vertex_weight", model._landmark_weight[:33])
+        self.register_buffer("joint_weight", model._landmark_joint_weight[:33])
         self._levels = model._levels
         self._chain_dtype = model._chain_dtype()
         self.num_vertices_posed = int(len(used))
 
     def forward(self, global_orient: Tensor, body_pose: Tensor, betas: Tensor, transl: Tensor) -> tuple[Tensor, Tensor]:
-        v_shaped = shape_vertices(self.v_template, self.shapedirs, betas)
+        v_shaped = shape_vertices(self.v_template_t, self.shapedirs, betas)  # (B,3,V')
         rest_joints = shape_joints(self.j_template, self.j_shapedirs, betas)
         rotations = pose_rotations(global_orient, body_pose, self._chain_dtype)
         vertices, joints = skin(v_shaped, rest_joints, rotations, self.parents, self._levels,
-                                self.lbs_weights, self.posedirs, self._chain_dtype)
-        landmarks = (vertices[:, self.vertex_index] * self.vertex_weight[None, :, :, None]).sum(2)
+                                self.lbs_weights_t, self.posedirs, self._chain_dtype)
+        landmarks = (vertices[:, :, self.vertex_index] * self.vertex_weight).sum(-1).transpose(1, 2)
         landmarks = landmarks + self.joint_weight @ joints
         return landmarks + transl[:, None], joints + transl[:, None]
