@@ -104,6 +104,7 @@ class Publisher:
         self.dropped = 0
         self.meta_sent = 0
         self.subscriptions = 0
+        self.frame_subscriptions = 0
         self.bound_address: str | None = None
 
     # 1. Life cycle ---------------------------------------------------------------------------
@@ -214,6 +215,8 @@ class Publisher:
             if event[:1] == b"\x01":
                 self.subscriptions += 1
                 prefix = event[1:]
+                if self.topic.encode().startswith(prefix) or prefix.startswith(self.topic.encode()):
+                    self.frame_subscriptions += 1
                 if protocol.META_TOPIC.encode().startswith(prefix):
                     self._send_meta(xpub)
 
@@ -284,6 +287,13 @@ class Publisher:
                 if sock in self._pushers:
                     self._pushers.remove(sock)
             sock.close(linger=1000)
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Wait until someone subscribes to frames (or ``timeout_s`` passes); True if someone did."""
+        deadline = time.monotonic() + timeout_s
+        while self.frame_subscriptions == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.frame_subscriptions > 0
 
     def stats(self) -> dict:
         return {"sent": self.sent, "dropped": self.dropped, "meta_sent": self.meta_sent,

@@ -314,6 +314,20 @@ class ImageSource(Source):
         self.fps = float(image_fps)
         self.live = realtime
         self.frame_count = len(self.files)
+        self._peek_size()
+
+    def _peek_size(self) -> None:
+        """Width and height of the first readable image (what the stream will report)."""
+        import av
+
+        for path in self.files[:5]:
+            try:
+                with av.open(str(path)) as container:
+                    image = _to_rgb(next(container.decode(video=0)), self.max_side)
+                self.height, self.width = image.shape[:2]
+                return
+            except (av.error.FFmpegError, StopIteration):
+                continue
 
     def _frames(self) -> Iterator[Frame]:
         import av
