@@ -49,7 +49,7 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
         if module_exists("engines.pose"):
             stages += [PoseStage(backend=args.backend, device=args.device, max_people=args.max_people), IdStage()]
         else:
-            log.warning("engines.pose is not installed: publishing frames without people")
+            log.warning("engines.pose is not installed: running without people (frames only)")
     try:
         body_model = load_body_model_for(args.body_model, device=args.device)
     except (FileNotFoundError, ValueError, OSError) as exc:
