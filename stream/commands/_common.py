@@ -9,6 +9,7 @@ from stream.cli import UserError
 
 log = logging.getLogger("meshstream")
 
+_warned: dict[str, bool] = {}
 SAMPLE_CLIP = Path(__file__).resolve().parents[1] / "assets" / "sample.mp4"
 
 
@@ -48,7 +49,8 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
     if args.pose != "off":
         if module_exists("engines.pose"):
             stages += [PoseStage(backend=args.backend, device=args.device, max_people=args.max_people), IdStage()]
-        else:
+        elif not _warned.get("pose"):
+            _warned["pose"] = True
             log.warning("engines.pose is not installed: running without people (frames only)")
     try:
         body_model = load_body_model_for(args.body_model, device=args.device)
