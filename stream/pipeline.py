@@ -420,7 +420,7 @@ class Pipeline:
         t0 = time.monotonic_ns()
         stats.busy_since_ns = t0
         try:
-            out = stage.process_batch(packets) if len(packets) > 1 else [stage.process(packets[0])]
+            out = stage.process_batch(packets) if stage.batch_size > 1 else [stage.process(packets[0])]
         finally:
             stats.busy_since_ns = None
         ms = (time.monotonic_ns() - t0) / 1e6 / len(packets)
