@@ -104,12 +104,16 @@ class Subscriber:
         return message
 
     def frames(self, timeout_s: float | None = None, skip_malformed: bool = True) -> Iterator[Message]:
-        """Frame messages until ``timeout_s`` passes with none (None: forever); meta messages
-        update ``self.meta`` on the way. Malformed messages are skipped (and counted) unless
-        ``skip_malformed`` is False."""
+        """Frame messages until ``timeout_s`` passes without a frame (None: forever); meta
+        messages update ``self.meta`` on the way. Malformed messages are skipped (and counted)
+        unless ``skip_malformed`` is False."""
+        import time
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                message = self.recv(timeout_s)
+                message = self.recv(left)
             except ProtocolError:
                 if skip_malformed:
                     continue
@@ -117,6 +121,8 @@ class Subscriber:
             if message is None:
                 return
             if message.kind == "frame":
+                if timeout_s is not None:
+                    deadline = time.monotonic() + timeout_s
                 yield message
 
     def wait_for_meta(self, timeout_s: float = 5.0) -> Message:

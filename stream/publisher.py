@@ -74,7 +74,7 @@ class Publisher:
     meta_interval_s: topology republish period. linger_ms: how long close() may wait to flush.
     """
 
-    def __init__(self, address: str = "tcp://127.0.0.1:5556", sndhwm: int = 8, handover_hwm: int = 4,
+    def __init__(self, address: str = "tcp://127.0.0.1:5556", sndhwm: int = 32, handover_hwm: int = 64,
                  meta_interval_s: float = 2.0, linger_ms: int = 500, curve_keys_dir: str | os.PathLike | None = None,
                  topic: str = protocol.FRAME_TOPIC):
         self.address = address
