@@ -282,7 +282,7 @@ def load_body_model_for(spec: str | None, device: str = "cpu"):
 
 
 def topology_fields(body_model, intrinsics, width: int, height: int, source: dict | None = None,
-                    lifter: bool = False) -> tuple[dict, list[tuple[str, np.ndarray]]]:
+                    lifter: bool = False, stages: list[str] | None = None) -> tuple[dict, list[tuple[str, np.ndarray]]]:
     """Header fields and arrays of the meta (topology) message."""
     from engines.skeleton import BLAZEPOSE_NAMES, SMPL_JOINT_NAMES, SMPL_PARENTS
 
@@ -296,6 +296,7 @@ def topology_fields(body_model, intrinsics, width: int, height: int, source: dic
         "intrinsics": {"fx": intrinsics[0], "fy": intrinsics[1], "cx": intrinsics[2], "cy": intrinsics[3],
                        "width": width, "height": height},
         "source": source or {},
+        "stages": list(stages or []),
     }
     arrays = []
     if body_model is not None:

@@ -61,7 +61,8 @@ def run(args) -> int:
         stages, body_model, has_lifter = engine_stages(args)
         intrinsics = source_intrinsics(source, args.fov)
         fields, arrays = topology_fields(body_model, intrinsics, source.width, source.height,
-                                         source=source.describe(), lifter=has_lifter)
+                                         source=source.describe(), lifter=has_lifter,
+                                         stages=[s.name for s in stages] + ["publish"])
         publisher.set_meta(fields, arrays)
         options = PublishOptions(vertices=not args.no_vertices, vertices_dtype="float16" if args.float16 else "float32",
                                  keypoints=any(s.name == "pose" for s in stages))
