@@ -253,3 +253,20 @@ def test_run_reconnects_a_network_stream_that_drops(tmp_path):
     stats = json.loads(stats_path.read_text())
     assert stats["source"]["reconnects"] >= 1 and stats["frames_out"] == 60
     assert seen[-1] == 59 and seen == sorted(seen)
+
+
+def test_run_without_a_source_plays_the_bundled_sample_and_ctrl_c_stops_it_cleanly(tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    stats_path = tmp_path / "stats.json"
+    run = meshstream_popen("run", "--pose", "off", "--publish", address, "--stats-json", str(stats_path))
+    from stream.client import Subscriber
+
+    with Subscriber(address) as sub:
+        first = next(sub.frames(timeout_s=20))
+        assert sub.wait_for_meta(5).header["source"]["name"].endswith("sample.mp4")
+    assert first.header["width"] == 720 and first.header["height"] == 1280
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=20)
+    assert run.returncode == 130 and "interrupted" in stderr
+    stats = json.loads(stats_path.read_text())
+    assert 0 < stats["frames_out"] < 65 and stats["policy"] == "live"

@@ -68,3 +68,17 @@ def source_intrinsics(source, fov_deg: float) -> tuple[float, float, float, floa
     from stream.stages import default_intrinsics
 
     return default_intrinsics(source.width or 640, source.height or 480, fov_deg)
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (e.g. `docker stop`, a service manager) like Ctrl-C: stop cleanly."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -38,6 +38,9 @@ def run(args) -> int:
     from stream.writers import NpzWriter, OverlayVideoWriter, WriterError
 
     log = logging.getLogger("meshstream.process")
+    from stream.commands._common import stop_on_sigterm
+
+    stop_on_sigterm()
     source = open_input(args.input, realtime=False, max_side=args.max_side)
     stages, body_model, has_lifter = engine_stages(args)
     intrinsics = source_intrinsics(source, args.fov)

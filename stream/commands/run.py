@@ -45,6 +45,9 @@ def run(args) -> int:
     from stream.stages import PublishOptions, PublishStage, topology_fields
 
     log = logging.getLogger("meshstream.run")
+    from stream.commands._common import stop_on_sigterm
+
+    stop_on_sigterm()
     spec = args.source
     realtime = args.realtime
     if spec is None:
