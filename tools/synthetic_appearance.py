@@ -86,7 +86,7 @@ def bake_to_uv(template: BodyTemplate, values: np.ndarray, size: int = TEXTURE_S
     """Rasterize per-vertex values (V, 3) in [0, 1] into the UV layout: (size, size, 3) float32
     in [0, 1] (8-bit precision) and the (size, size) bool mask of texels the mesh uses."""
     uv = template.uv.reshape(-1, 2)
-    corners = np.stack([uv[:, 0] * size - 0.5, (1.0 - uv[:, 1]) * size - 0.5, np.ones(len(uv))], axis=1)
+    corners = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size, np.ones(len(uv))], axis=1)
     flat_faces = np.arange(len(corners)).reshape(-1, 3)
     colors = values[template.faces].reshape(-1, 3)
     result = render(Camera(1.0, 1.0, 0.0, 0.0, size, size),
