@@ -71,38 +71,43 @@ def retimed_clip(source_path: str | Path, fps: int = 30, min_frames: int = 300, 
     return out
 
 
-def stages_alone(make_source: Callable, make_stages: Callable, max_frames: int | None = None) -> dict:
-    """Each stage (and decoding) alone: {name: {"fps", "p50_ms", "p95_ms"}}."""
+def stages_alone(make_source: Callable, make_stages: Callable, max_frames: int | None = None, passes: int = 2) -> dict:
+    """Each stage (and decoding) alone: {name: {"fps", "p50_ms", "p95_ms"}}, the best of
+    ``passes`` passes (the first one also warms caches and lazy initialisation up)."""
     from stream.pipeline import PipelineContext
 
-    results = {}
-    for _ in make_source().frames():  # warm-up pass: file cache, codec threads
-        pass
-    source = make_source()
-    t0 = time.perf_counter()
-    packets = []
-    for frame in source.frames():
-        packets.append(Packet(frame))
-        if max_frames and len(packets) >= max_frames:
-            break
-    decode_s = time.perf_counter() - t0
-    source.close()
-    results["decode"] = {"fps": len(packets) / decode_s if decode_s > 0 else float("nan"),
-                         "mean_ms": 1000 * decode_s / max(1, len(packets))}
-    context = PipelineContext(policy="offline")
-    for stage in make_stages():
-        stage.open(context)
-        times = []
-        try:
-            for packet in packets:
-                t = time.perf_counter()
-                stage.process(packet)
-                times.append((time.perf_counter() - t) * 1000)
-        finally:
-            stage.close()
-        total_s = sum(times) / 1000
-        results[stage.name] = {"fps": len(times) / total_s if total_s > 0 else float("inf"),
-                               "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95)}
+    results: dict[str, dict] = {}
+
+    def keep_best(name: str, figures: dict) -> None:
+        if name not in results or figures["fps"] > results[name]["fps"]:
+            results[name] = figures
+
+    for _ in range(passes):
+        source = make_source()
+        t0 = time.perf_counter()
+        packets = []
+        for frame in source.frames():
+            packets.append(Packet(frame))
+            if max_frames and len(packets) >= max_frames:
+                break
+        decode_s = time.perf_counter() - t0
+        source.close()
+        keep_best("decode", {"fps": len(packets) / decode_s if decode_s > 0 else float("nan"),
+                             "mean_ms": 1000 * decode_s / max(1, len(packets))})
+        context = PipelineContext(policy="offline")
+        for stage in make_stages():
+            stage.open(context)
+            times = []
+            try:
+                for packet in packets:
+                    t = time.perf_counter()
+                    stage.process(packet)
+                    times.append((time.perf_counter() - t) * 1000)
+            finally:
+                stage.close()
+            total_s = sum(times) / 1000
+            keep_best(stage.name, {"fps": len(times) / total_s if total_s > 0 else float("inf"),
+                                   "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95)})
     return results
 
 
@@ -189,19 +194,27 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
     }
 
 
-def engine_benchmarks() -> dict:
-    """engines.body.bench.benchmark() and engines.pose.bench.benchmark(), where they exist."""
+def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None = ("litert", "eager")) -> dict:
+    """engines.pose.bench.benchmark() and engines.body.bench.benchmark(), where they exist.
+
+    pose_backends: the back ends the pose benchmark times (None: its own default list, which
+    includes torch.compile and takes minutes on a CPU).
+    """
+    import importlib
+    import inspect
+
     from stream.stages import module_exists
 
+    wanted = {"engines.pose.bench": {"device": device, "backends": pose_backends}, "engines.body.bench": {}}
     out = {}
-    for name in ("engines.pose.bench", "engines.body.bench"):
+    for name, kwargs in wanted.items():
         if not module_exists(name):
             out[name] = "not installed"
             continue
         try:
-            import importlib
-
-            out[name] = importlib.import_module(name).benchmark()
+            function = importlib.import_module(name).benchmark
+            accepted = inspect.signature(function).parameters
+            out[name] = function(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
         except Exception as exc:  # noqa: BLE001 - reported, the rest of the bench goes on
             log.warning("%s.benchmark() failed: %s", name, exc)
             out[name] = f"failed: {exc}"

@@ -1,6 +1,6 @@
 """The product's pipeline stages and the function that chains them.
 
-    Source -> pose (engines.pose.PoseEstimator: detect + landmarks) -> ids
+    Source -> pose (engines.pose.PoseEstimator: detect + landmarks) -> track (stream.tracking)
            -> [lift: engines.lift, when it exists] -> body (engines.body skinning)
            -> sinks: publish (ZeroMQ), results (.npz), overlay (.mp4)
 
@@ -56,12 +56,14 @@ class PoseStage(Stage):
         self.keep_masks = keep_masks
         self.estimator = None
         self._base_detect_every = None
+        self._last_t_s: float | None = None
 
     def open(self, context: PipelineContext) -> None:
         super().open(context)
         from engines.pose import PoseEstimator
 
-        self.estimator = PoseEstimator(backend=self.backend, device=self.device, max_people=self.max_people)
+        self.estimator = PoseEstimator(backend=self.backend, device=self.device, max_people=self.max_people,
+                                       with_mask=self.keep_masks)
         self._base_detect_every = getattr(self.estimator, "detect_every", None)
 
     def process(self, packet: Packet) -> Packet:
@@ -69,7 +71,12 @@ class PoseStage(Stage):
             # Degrade hook: detect less often as the degrade level rises (1x, 2x, 4x, 8x).
             self.estimator.detect_every = self._base_detect_every * (2 ** self.context.degrade_level)
         people = []
-        for obs in self.estimator(packet.frame.image):
+        frame = packet.frame
+        t_s = frame.pts_s if frame.pts_s is not None else frame.t_capture_ns / 1e9
+        if self._last_t_s is not None and t_s < self._last_t_s:
+            self.estimator.reset()  # the timeline restarted (a reconnected stream)
+        self._last_t_s = t_s
+        for obs in self.estimator(frame.image, timestamp_s=t_s):
             people.append(Person(
                 score=float(getattr(obs, "presence", 1.0)),
                 bbox=np.asarray(obs.bbox, np.float32),
@@ -82,46 +89,45 @@ class PoseStage(Stage):
         return packet
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+class TrackStage(Stage):
+    """Stable person ids across frames and short occlusions (stream.tracking.Tracker: a Kalman
+    filter per box, matched by IoU and keypoint similarity).
 
+    Time is the frame's pts_s (capture time when unknown); when it goes back (a network
+    stream that restarted), the tracker starts over (ids keep increasing).
+    """
 
-class IdStage(Stage):
-    """Gives people ids that persist across frames: greedy matching of boxes by IoU with the
-    previous frame's; unmatched people get new ids. (stream.tracking, when merged, is the
-    full tracker with filters; this keeps ids stable meanwhile.)"""
-
-    name = "ids"
+    name = "track"
     inputs = ("people",)
     outputs = ("track_id",)
-    budget_ms = 2.0
+    budget_ms = 3.0
 
-    def __init__(self, min_iou: float = 0.2):
-        self.min_iou = min_iou
-        self._previous: list[tuple[int, np.ndarray]] = []
-        self._next_id = 0
+    def __init__(self, max_age_s: float = 1.0):
+        self.max_age_s = max_age_s
+        self.tracker = None
+        self._last_t_s: float | None = None
+
+    def open(self, context: PipelineContext) -> None:
+        super().open(context)
+        from stream.tracking import Tracker
+
+        self.tracker = Tracker(max_age_s=self.max_age_s)
 
     def process(self, packet: Packet) -> Packet:
-        # 1. All (previous, current) pairs by IoU, best first. 2. Take pairs greedily.
-        pairs = sorted(((_iou(box, p.bbox), i, j) for i, (_, box) in enumerate(self._previous)
-                        for j, p in enumerate(packet.people) if p.bbox is not None), reverse=True)
-        used_prev, used_cur = set(), set()
-        for iou, i, j in pairs:
-            if iou < self.min_iou or i in used_prev or j in used_cur:
-                continue
-            packet.people[j].track_id = self._previous[i][0]
-            used_prev.add(i)
-            used_cur.add(j)
-        # 3. New ids for the rest.
-        for j, person in enumerate(packet.people):
-            if j not in used_cur:
-                person.track_id = self._next_id
-                self._next_id += 1
-        self._previous = [(p.track_id, p.bbox) for p in packet.people if p.bbox is not None]
+        frame = packet.frame
+        t_s = frame.pts_s if frame.pts_s is not None else frame.t_capture_ns / 1e9
+        if self._last_t_s is not None and t_s < self._last_t_s:
+            self.tracker.reset()
+        self._last_t_s = t_s
+        people = [p for p in packet.people if p.bbox is not None and np.isfinite(p.bbox).all()]
+        if not people:
+            self.tracker.update(t_s, np.zeros((0, 4)), None)
+            return packet
+        have_keypoints = all(p.keypoints is not None for p in people)
+        ids = self.tracker.update(t_s, np.stack([p.bbox for p in people]),
+                                  np.stack([p.keypoints for p in people]) if have_keypoints else None)
+        for person, track_id in zip(people, ids):
+            person.track_id = int(track_id)
         return packet
 
 

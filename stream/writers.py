@@ -238,7 +238,7 @@ class OverlayVideoWriter:
             return image.copy()
         fx, fy, cx, cy = self.intrinsics
         camera = Camera(fx, fy, cx, cy, image.shape[1], image.shape[0])
-        meshes = [Mesh(np.ascontiguousarray(p.vertices, np.float32), self.faces, None, None, None) for p in people]
+        meshes = [Mesh(vertices=np.ascontiguousarray(p.vertices, np.float32), faces=self.faces) for p in people]
         rendered = render(camera, meshes, background=image)
         # Blend: the mesh half-transparent over the video so the person stays visible.
         mask = (rendered.instance >= 0)[..., None]

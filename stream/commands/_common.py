@@ -43,12 +43,12 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
 
     Returns (stages, body_model or None, has_lifter).
     """
-    from stream.stages import BodyStage, IdStage, PoseStage, load_body_model_for, module_exists
+    from stream.stages import BodyStage, PoseStage, TrackStage, load_body_model_for, module_exists
 
     stages: list = []
     if args.pose != "off":
         if module_exists("engines.pose"):
-            stages += [PoseStage(backend=args.backend, device=args.device, max_people=args.max_people), IdStage()]
+            stages += [PoseStage(backend=args.backend, device=args.device, max_people=args.max_people), TrackStage()]
         elif not _warned.get("pose"):
             _warned["pose"] = True
             log.warning("engines.pose is not installed: running without people (frames only)")

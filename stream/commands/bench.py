@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--publish-messages", type=int, default=300, metavar="N",
                         help="messages in the publisher benchmark (0: skip)")
     parser.add_argument("--no-engine-bench", action="store_true", help="skip engines.*.bench.benchmark()")
+    parser.add_argument("--engine-bench-full", action="store_true",
+                        help="let the pose benchmark time all its back ends (torch.compile takes minutes on CPU)")
     add_engine_arguments(parser)
 
 
@@ -83,7 +85,8 @@ def run(args) -> int:
         result["publisher_latency_30hz"] = [bench.publisher_throughput(num_vertices, 60, dtype, rate_hz=30.0)
                                             for dtype in ("float32", "float16")]
     if not args.no_engine_bench:
-        result["engines"] = bench.engine_benchmarks()
+        backends = None if args.engine_bench_full else (("litert", "eager") if args.backend == "auto" else (args.backend,))
+        result["engines"] = bench.engine_benchmarks(args.device, backends)
     if args.json:
         print(json.dumps(result, default=_jsonable))
     else:
