@@ -376,7 +376,9 @@ class NetworkSource(Source):
         self.max_reconnects = max_reconnects
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.options = dict(options or {})
+        # Live streams: probe briefly (FFmpeg's default reads up to 5 s of stream before the
+        # first frame) and do not buffer ahead, so the first frame is fresh.
+        self.options = {"analyzeduration": "1000000", "probesize": "1000000", "fflags": "nobuffer", **(options or {})}
         if url.lower().startswith(("rtsp://", "rtsps://")):
             self.options.setdefault("rtsp_transport", "tcp")
         self._container = None

@@ -102,17 +102,21 @@ def test_run_publishes_every_frame_in_order_with_valid_arrays_and_topology(squat
 
 
 def test_a_late_subscriber_still_gets_the_topology():
+    from stream.client import Subscriber
+
     address = f"tcp://127.0.0.1:{free_port()}"
-    run = meshstream_popen("run", str(SQUATS), "--realtime", "--pose", "off", "--max-frames", "20",
+    run = meshstream_popen("run", str(SQUATS), "--realtime", "--pose", "off", "--max-frames", "30",
                            "--publish", address, "--meta-interval", "600")
     try:
-        time.sleep(2.0)  # the run is well under way (and the periodic resend is 10 minutes away)
+        with Subscriber(address) as early:  # 1. wait until frames are flowing
+            first = next(early.frames(timeout_s=30)).header["frame_index"]
+        # 2. join late (the periodic resend is 10 minutes away)
         late = meshstream("listen", address, "--count", "2", "--json", "--timeout", "10")
         assert late.returncode == 0, late.stderr
         lines = _lines(late.stdout)
         assert lines[0]["topic"] == "meshstream.meta" and lines[0]["header"]["kind"] == "meta"
         assert len(lines[0]["header"]["joint_names"]) == 24
-        assert lines[1]["header"]["frame_index"] > 0  # it joined late
+        assert lines[1]["header"]["frame_index"] > first  # it joined late
     finally:
         run.wait(timeout=30)
     assert run.returncode == 0
@@ -229,7 +233,7 @@ def test_run_reconnects_a_network_stream_that_drops(tmp_path):
     server = serve(0)
     stats_path = tmp_path / "stats.json"
     time.sleep(0.8)
-    run = meshstream_popen("run", f"tcp://127.0.0.1:{port}", "--pose", "off", "--max-frames", "60",
+    run = meshstream_popen("run", f"tcp://127.0.0.1:{port}", "--pose", "off", "--max-frames", "90",
                            "--publish", address, "--stats-json", str(stats_path))
     seen = []
     try:
@@ -241,7 +245,7 @@ def test_run_reconnects_a_network_stream_that_drops(tmp_path):
                     server.wait()
                     time.sleep(0.3)
                     server = serve(500)  # ... and comes back
-                if seen[-1] == 59:
+                if seen[-1] == 89:
                     break
         run.communicate(timeout=30)
     finally:
@@ -251,8 +255,8 @@ def test_run_reconnects_a_network_stream_that_drops(tmp_path):
             run.kill()
     assert run.returncode == 0
     stats = json.loads(stats_path.read_text())
-    assert stats["source"]["reconnects"] >= 1 and stats["frames_out"] == 60
-    assert seen[-1] == 59 and seen == sorted(seen)
+    assert stats["source"]["reconnects"] >= 1 and stats["frames_out"] == 90
+    assert seen[-1] == 89 and seen == sorted(seen)
 
 
 def test_run_without_a_source_plays_the_bundled_sample_and_ctrl_c_stops_it_cleanly(tmp_path):
