@@ -194,7 +194,7 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
     }
 
 
-def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None = ("litert", "eager")) -> dict:
+def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None = ("litert",)) -> dict:
     """engines.pose.bench.benchmark() and engines.body.bench.benchmark(), where they exist.
 
     pose_backends: the back ends the pose benchmark times (None: its own default list, which

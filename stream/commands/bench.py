@@ -85,7 +85,10 @@ def run(args) -> int:
         result["publisher_latency_30hz"] = [bench.publisher_throughput(num_vertices, 60, dtype, rate_hz=30.0)
                                             for dtype in ("float32", "float16")]
     if not args.no_engine_bench:
-        backends = None if args.engine_bench_full else (("litert", "eager") if args.backend == "auto" else (args.backend,))
+        if args.engine_bench_full or args.device != "cpu":
+            backends = None  # the pose benchmark's own list
+        else:
+            backends = ("litert",) if args.backend == "auto" else (args.backend,)
         result["engines"] = bench.engine_benchmarks(args.device, backends)
     if args.json:
         print(json.dumps(result, default=_jsonable))
