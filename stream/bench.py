@@ -200,8 +200,10 @@ def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None
     pose_backends: the back ends the pose benchmark times (None: its own default list, which
     includes torch.compile and takes minutes on a CPU).
     """
+    import contextlib
     import importlib
     import inspect
+    import sys
 
     from stream.stages import module_exists
 
@@ -214,7 +216,8 @@ def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None
         try:
             function = importlib.import_module(name).benchmark
             accepted = inspect.signature(function).parameters
-            out[name] = function(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
+            with contextlib.redirect_stdout(sys.stderr):  # keep stdout clean for --json
+                out[name] = function(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
         except Exception as exc:  # noqa: BLE001 - reported, the rest of the bench goes on
             log.warning("%s.benchmark() failed: %s", name, exc)
             out[name] = f"failed: {exc}"
