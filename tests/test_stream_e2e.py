@@ -105,7 +105,7 @@ def test_a_late_subscriber_still_gets_the_topology():
     from stream.client import Subscriber
 
     address = f"tcp://127.0.0.1:{free_port()}"
-    run = meshstream_popen("run", str(SQUATS), "--realtime", "--pose", "off", "--max-frames", "30",
+    run = meshstream_popen("run", str(SQUATS), "--realtime", "--pose", "off", "--max-frames", "20",
                            "--publish", address, "--meta-interval", "600")
     try:
         with Subscriber(address) as early:  # 1. wait until frames are flowing
