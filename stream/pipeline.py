@@ -281,12 +281,13 @@ class Pipeline:
     queue_size: offline queue length between stages. max_frames: stop after this many.
     latency_budget_ms: live end-to-end budget for degrading (default: sum of stage budgets).
     on_result: called with each finished packet, in the last stage's thread.
+    report_every_s: log a one-line progress report this often (None: never).
     """
 
     def __init__(self, source, stages: list[Stage], policy: str | None = None, queue_size: int = 8,
                  max_frames: int | None = None, latency_budget_ms: float | None = None,
                  on_result: Callable[[Packet], None] | None = None, watchdog: Watchdog | None = None,
-                 context: PipelineContext | None = None):
+                 context: PipelineContext | None = None, report_every_s: float | None = None):
         self.source = source
         self.stages = list(stages)
         self.policy = policy or (LIVE if getattr(source, "live", False) else OFFLINE)
@@ -295,6 +296,8 @@ class Pipeline:
         self.queue_size = queue_size
         self.max_frames = max_frames
         self.on_result = on_result
+        self.report_every_s = report_every_s
+        self._next_report = time.monotonic() + report_every_s if report_every_s else None
         self.watchdog = watchdog if watchdog is not None else Watchdog()
         self.context = context or PipelineContext()
         self.context.policy = self.policy
@@ -440,6 +443,12 @@ class Pipeline:
             level = self._degrader.update(e2e_ms, drops)
             self.context.degrade_level = level
             self.stats.max_degrade_level = max(self.stats.max_degrade_level, level)
+        if self._next_report is not None and time.monotonic() >= self._next_report:
+            self._next_report = time.monotonic() + self.report_every_s
+            recent = list(self.stats.e2e_ms)[-200:]
+            log.info("%d frames, end-to-end p95 %.1f ms (last %d), dropped at source %d, degrade level %d",
+                     self.stats.frames_out, _percentile(recent, 95), len(recent),
+                     getattr(self._first_queue, "dropped", 0), self.context.degrade_level)
         if self.on_result is not None:
             self.on_result(packet)
 

@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="S",
                         help="before reading the source, wait up to S seconds for a first subscriber")
     parser.add_argument("--stats-json", default=None, metavar="PATH", help="write the run's statistics as JSON")
+    parser.add_argument("--report-every", type=float, default=10.0, metavar="S",
+                        help="log a progress line every S seconds (0: never)")
     add_engine_arguments(parser)
 
 
@@ -73,7 +75,7 @@ def run(args) -> int:
         log.info("publishing on %s (stages: %s)", publisher.bound_address, " -> ".join(s.name for s in stages))
         if args.wait_subscribers > 0 and not publisher.wait_for_subscriber(args.wait_subscribers):
             log.warning("no subscriber after %.1f s; starting anyway", args.wait_subscribers)
-        pipeline = Pipeline(source, stages, max_frames=args.max_frames)
+        pipeline = Pipeline(source, stages, max_frames=args.max_frames, report_every_s=args.report_every or None)
         pipeline.context.info.update(intrinsics=intrinsics, width=source.width, height=source.height, fps=source.fps)
         try:
             stats = pipeline.run()
