@@ -274,3 +274,21 @@ def test_run_without_a_source_plays_the_bundled_sample_and_ctrl_c_stops_it_clean
     assert run.returncode == 130 and "interrupted" in stderr
     stats = json.loads(stats_path.read_text())
     assert 0 < stats["frames_out"] < 65 and stats["policy"] == "live"
+
+
+def test_curve_keys_let_the_authorised_listener_in_and_keep_a_plain_one_out(tmp_path):
+    from stream.publisher import create_curve_keys
+
+    keys = create_curve_keys(tmp_path / "keys")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    run = meshstream_popen("run", str(SQUATS), "--realtime", "--pose", "off", "--max-frames", "15",
+                           "--publish", address, "--curve-keys", str(keys))
+    try:
+        plain = meshstream_popen("listen", address, "--count", "1", "--timeout", "4")
+        allowed = meshstream("listen", address, "--count", "3", "--curve-keys", str(keys), "--timeout", "20")
+        plain_out, plain_err = plain.communicate(timeout=30)
+    finally:
+        run.wait(timeout=30)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith("topology:") and allowed.stdout.count("\nframe ") == 3
+    assert plain.returncode == 2 and "nothing received" in plain_err and "frame" not in plain_out
