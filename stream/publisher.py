@@ -106,6 +106,7 @@ class Publisher:
         self.subscriptions = 0
         self.frame_subscriptions = 0
         self.bound_address: str | None = None
+        self.error: BaseException | None = None  # set if the publishing thread failed
 
     # 1. Life cycle ---------------------------------------------------------------------------
     def start(self) -> "Publisher":
@@ -202,6 +203,9 @@ class Publisher:
             # 3. Shutdown: forward what is already handed over, then close with linger.
             while pull.poll(timeout=0):
                 self._forward(pull, xpub)
+        except Exception as exc:  # noqa: BLE001 - surfaced to producers by publish()
+            log.error("publisher thread failed: %s", exc)
+            self.error = exc
         finally:
             pull.close(linger=0)
             xpub.close(linger=self.linger_ms)
@@ -264,7 +268,10 @@ class Publisher:
                 topic: str | None = None) -> bool:
         """Publish one frame message without blocking. ``fields``: frame_index, pts_s,
         t_capture_ns, people, ...; ``seq``, ``kind``, ``v`` and ``t_publish_ns`` are added.
-        Returns False if it was dropped (hand-over queue full)."""
+        Returns False if it was dropped (hand-over queue full). Raises PublishError if the
+        publishing thread has failed."""
+        if self.error is not None:
+            raise PublishError(f"publishing on {self.address} failed: {self.error}")
         header = {"kind": "frame", "seq": self._seq, **fields, "t_publish_ns": time.monotonic_ns()}
         self._seq += 1
         frames = protocol.encode(topic or self.topic, header, arrays)  # 1. serialize everything
