@@ -135,12 +135,10 @@ def test_slow_subscriber_loses_messages_counted_and_publisher_never_blocks(addre
     with Publisher(address, sndhwm=2) as pub:
         with Subscriber(address, rcvhwm=2) as slow:
             assert pub.wait_for_subscriber(5)
-            t0 = time.monotonic()
             _publish_frames(pub, 200, big)  # 240 MB offered to a subscriber that reads nothing yet
-            publish_s = time.monotonic() - t0
             time.sleep(0.5)
             received = list(slow.frames(timeout_s=0.5))
-    assert publish_s < 10  # generous: what matters is that it returned at all
+    # publish() returned 200 times although nobody read: it never blocks (a hang fails by timeout).
     assert 0 < len(received) < 200
     assert slow.stats["missed"] > 0 or received[0].header["seq"] > 0
     assert pub.sent + pub.dropped == 200
