@@ -98,31 +98,35 @@ class Stage:
 class LatestQueue:
     """A one-slot queue where a new item replaces a waiting one ("newest wins").
 
-    put() never blocks; each replaced item is counted in ``dropped``. The sentinel is never
-    replaced by a frame.
+    put() never blocks; each replaced item is counted in ``dropped``. The end-of-stream
+    sentinel never replaces a frame: it is delivered after the frame that is waiting.
     """
 
     def __init__(self):
         self._item = None
         self._has_item = False
+        self._closed = False
         self._cond = threading.Condition()
         self.dropped = 0
 
     def put(self, item) -> None:
         with self._cond:
-            if self._has_item:
-                if self._item is _SENTINEL:
-                    return
-                self.dropped += 1
-            self._item, self._has_item = item, True
+            if item is _SENTINEL:
+                self._closed = True
+            else:
+                if self._has_item:
+                    self.dropped += 1
+                self._item, self._has_item = item, True
             self._cond.notify()
 
     def get(self, timeout: float | None = None):
         with self._cond:
-            if not self._cond.wait_for(lambda: self._has_item, timeout):
+            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout):
                 raise queue.Empty
-            item, self._item, self._has_item = self._item, None, False
-            return item
+            if self._has_item:
+                item, self._item, self._has_item = self._item, None, False
+                return item
+            return _SENTINEL
 
     def get_nowait(self):
         return self.get(timeout=0)

@@ -105,17 +105,24 @@ def test_missing_or_unsupported_inputs_raise_clear_errors(tmp_path):
         NetworkSource(f"tcp://127.0.0.1:{free_port()}", open_timeout_s=1, max_reconnects=1, backoff_s=0.05)
 
 
-def _serve(port: int, first: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "stream_ts_server.py"), str(port), str(first)],
+SERVERS = {"tcp": ("stream_ts_server.py", "tcp://127.0.0.1:{port}"),
+           "rtsp": ("stream_rtsp_server.py", "rtsp://127.0.0.1:{port}/live")}
+
+
+def _serve(scheme: str, port: int, first: int) -> subprocess.Popen:
+    script = str(ROOT / "tests" / SERVERS[scheme][0])
+    return subprocess.Popen([sys.executable, script, str(port), str(first)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def test_network_stream_that_drops_is_reconnected_and_frames_keep_coming():
+@pytest.mark.parametrize("scheme", sorted(SERVERS))
+def test_network_stream_that_drops_is_reconnected_and_frames_keep_coming(scheme):
     port = free_port()
-    server = _serve(port, 0)
+    server = _serve(scheme, port, 0)
     try:
         time.sleep(0.8)
-        source = NetworkSource(f"tcp://127.0.0.1:{port}", open_timeout_s=5, read_timeout_s=3, backoff_s=0.1)
+        url = SERVERS[scheme][1].format(port=port)
+        source = NetworkSource(url, open_timeout_s=5, read_timeout_s=3, backoff_s=0.1)
         indices = []
         for frame in source.frames():
             indices.append(frame.index)
@@ -123,7 +130,7 @@ def test_network_stream_that_drops_is_reconnected_and_frames_keep_coming():
                 server.kill()  # 1. the stream drops
                 server.wait()
                 time.sleep(0.3)
-                server = _serve(port, 100)  # 2. and comes back
+                server = _serve(scheme, port, 100)  # 2. and comes back
             if len(indices) == 40:
                 break
         assert source.stats.reconnects >= 1
