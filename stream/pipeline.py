@@ -400,16 +400,15 @@ class Pipeline:
                 if packets and not failed and not self._hard_stop.is_set():
                     try:
                         packets = self._run_stage(stage, stats, packets)
+                        for packet in packets:
+                            if is_last:
+                                self._finish(packet)
+                            else:
+                                self._put(out_q, packet)
                     except Exception as exc:  # noqa: BLE001 - the stage failed: drain from here on
                         stats.errors += 1
                         failed = True
                         self._fail(f"stage {stage.name}", exc)
-                        packets = []
-                    for packet in packets:
-                        if is_last:
-                            self._finish(packet)
-                        else:
-                            self._put(out_q, packet)
                 if done:
                     break
         finally:
