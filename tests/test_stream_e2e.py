@@ -291,3 +291,16 @@ def test_curve_keys_let_the_authorised_listener_in_and_keep_a_plain_one_out(tmp_
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.startswith("topology:") and allowed.stdout.count("\nframe ") == 3
     assert plain.returncode == 2 and "nothing received" in plain_err and "frame" not in plain_out
+
+
+def test_bench_prints_one_json_object_with_stage_end_to_end_and_publisher_figures(tmp_path):
+    clip = make_clip(tmp_path / "b.mkv", frames=20)
+    result = meshstream("bench", str(clip), "--json", "--pose", "off", "--long-frames", "0",
+                        "--publish-messages", "20", "--no-engine-bench")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["alone"]) >= {"decode", "publish"}
+    assert report["offline"]["frames_out"] == 20 and report["efficiency"] > 0
+    assert report["offline"]["stages"]["publish"]["p95_ms"] >= 0
+    for figures in report["publisher"] + report["publisher_latency_30hz"]:
+        assert figures["received"] > 0 and figures["num_vertices"] > 0 and figures["messages_per_s"] > 0
