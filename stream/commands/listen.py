@@ -76,7 +76,8 @@ def run(args) -> int:
                       flush=True)
             else:
                 arrays = " ".join(f"{name}{list(a.shape)}" for name, a in message.arrays.items())
-                print(f"frame {header['frame_index']:6d} seq {header['seq']:6d} pts {header['pts_s'] if header['pts_s'] is not None else float('nan'):8.3f} s "
+                pts_s = header["pts_s"] if header["pts_s"] is not None else float("nan")
+                print(f"frame {header['frame_index']:6d} seq {header['seq']:6d} pts {pts_s:8.3f} s "
                       f"people {len(header['people'])} latency {latency_ms:7.1f} ms {arrays}", flush=True)
             if args.slow:
                 time.sleep(args.slow)
