@@ -256,7 +256,7 @@ class Publisher:
 
     def set_meta(self, fields: dict[str, Any], arrays: Sequence[tuple[str, np.ndarray]] = ()) -> None:
         """Set (or replace) the topology message; it goes out at once to meta subscribers."""
-        header = {"kind": "meta", "seq": self._meta_seq, **fields}
+        header = {"kind": "meta", "seq": self._meta_seq, **fields, "meta_interval_s": self.meta_interval_s}
         self._meta_seq += 1
         frames = protocol.encode(protocol.META_TOPIC, header, arrays)
         frames = [bytes(f) for f in frames]  # owned copy: resent many times

@@ -50,7 +50,7 @@ def test_protocol_doc_lists_every_header_field_and_person_array():
     from stream.stages import topology_fields
 
     fields, _ = topology_fields(None, (1.0, 1.0, 0.5, 0.5), 2, 2)
-    assert set(fields) == meta
+    assert set(fields) | {"meta_interval_s"} == meta  # the publisher adds meta_interval_s
     arrays = {row[0]: row[1] for row in _table_rows("Per-person arrays")}
     assert set(arrays) == set(protocol.PERSON_ARRAYS)
     for name, trailing in protocol.PERSON_ARRAYS.items():
