@@ -306,3 +306,18 @@ def test_bench_prints_one_json_object_with_stage_end_to_end_and_publisher_figure
     assert report["offline"]["stages"]["publish"]["p95_ms"] >= 0
     for figures in report["publisher"] + report["publisher_latency_30hz"]:
         assert figures["received"] > 0 and figures["num_vertices"] > 0 and figures["messages_per_s"] > 0
+
+
+def test_a_named_source_publishes_on_its_own_topic(tmp_path):
+    from stream.client import Subscriber
+
+    clip = make_clip(tmp_path / "c.mkv", frames=5)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with Subscriber(address, topics=("meshstream.frame.cam-1",)) as sub:
+        run = meshstream("run", str(clip), "--pose", "off", "--source-name", "cam-1", "--publish", address,
+                         "--wait-subscribers", "20")
+        messages = list(sub.frames(timeout_s=5))
+    assert run.returncode == 0, run.stderr
+    assert [m.topic for m in messages] == ["meshstream.frame.cam-1"] * 5
+    bad = meshstream("run", str(clip), "--pose", "off", "--source-name", "a b", "--publish", address)
+    assert bad.returncode == 2 and "--source-name" in bad.stderr

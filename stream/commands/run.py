@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--no-vertices", action="store_true", help="do not send vertices (parameters and joints only)")
     parser.add_argument("--float16", action="store_true", help="send vertices as float16 (half the bytes)")
+    parser.add_argument("--source-name", default=None, metavar="NAME",
+                        help="publish frames on topic meshstream.frame.NAME (to tell several sources apart)")
     parser.add_argument("--curve-keys", default=None, metavar="DIR",
                         help="CURVE-encrypt and authenticate: DIR has server.key_secret and authorized_clients/*.key")
     parser.add_argument("--meta-interval", type=float, default=2.0, metavar="S", help="republish topology every S seconds")
@@ -47,6 +49,8 @@ def run(args) -> int:
     from stream.stages import PublishOptions, PublishStage, topology_fields
 
     log = logging.getLogger("meshstream.run")
+    if args.source_name is not None and not all(c.isalnum() or c in "-_" for c in args.source_name):
+        raise UserError(f"--source-name {args.source_name!r}: use letters, digits, '-' and '_' only")
     from stream.commands._common import stop_on_sigterm
 
     stop_on_sigterm()
@@ -70,7 +74,7 @@ def run(args) -> int:
                                          stages=[s.name for s in stages] + ["publish"])
         publisher.set_meta(fields, arrays)
         options = PublishOptions(vertices=not args.no_vertices, vertices_dtype="float16" if args.float16 else "float32",
-                                 keypoints=any(s.name == "pose" for s in stages))
+                                 keypoints=any(s.name == "pose" for s in stages), source_name=args.source_name)
         stages.append(PublishStage(publisher, options))
         log.info("publishing on %s (stages: %s)", publisher.bound_address, " -> ".join(s.name for s in stages))
         if args.wait_subscribers > 0 and not publisher.wait_for_subscriber(args.wait_subscribers):
