@@ -215,6 +215,9 @@ def test_wrong_address_port_in_use_and_missing_input_get_clear_errors(tmp_path):
         ctx.term()
     missing = meshstream("run", str(tmp_path / "nope.mp4"), "--pose", "off", "--publish", f"tcp://127.0.0.1:{free_port()}")
     assert missing.returncode == 2 and "not found" in missing.stderr
+    nobody = meshstream("run", f"rtsp://127.0.0.1:{free_port()}/live", "--pose", "off", "--max-reconnects", "0",
+                        "--publish", f"tcp://127.0.0.1:{free_port()}")
+    assert nobody.returncode == 2 and "cannot open stream" in nobody.stderr
     listen = meshstream("listen", "not-an-address", "--count", "1")
     assert listen.returncode == 2 and "cannot connect" in listen.stderr
     unwritable = meshstream("process", str(clip), "-o", str(tmp_path / "no" / "dir" / "x.npz"), "--pose", "off")

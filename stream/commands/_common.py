@@ -28,12 +28,13 @@ def add_engine_arguments(parser) -> None:
                        help="scale frames down so their longer side is at most this")
 
 
-def open_input(spec: str, realtime: bool = False, max_side: int | None = None):
-    """A stream.sources.Source for spec; user-facing errors become UserError."""
+def open_input(spec: str, realtime: bool = False, max_side: int | None = None, **network):
+    """A stream.sources.Source for spec; user-facing errors become UserError. ``network``:
+    open_timeout_s, read_timeout_s, max_reconnects for stream URLs."""
     from stream.sources import SourceError, open_source
 
     try:
-        return open_source(spec, realtime=realtime, max_side=max_side)
+        return open_source(spec, realtime=realtime, max_side=max_side, **network)
     except SourceError as exc:
         raise UserError(str(exc)) from exc
 

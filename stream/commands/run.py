@@ -32,6 +32,11 @@ def add_arguments(parser) -> None:
                         help="at exit, wait at most S seconds to flush queued messages (default 0.5)")
     parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="S",
                         help="before reading the source, wait up to S seconds for a first subscriber")
+    parser.add_argument("--open-timeout", type=float, default=5.0, metavar="S", help="stream URLs: connection timeout")
+    parser.add_argument("--read-timeout", type=float, default=5.0, metavar="S",
+                        help="stream URLs: no data for S seconds counts as a dropped stream")
+    parser.add_argument("--max-reconnects", type=int, default=10, metavar="N",
+                        help="stream URLs: give up after N failed reconnection attempts in a row (-1: never)")
     parser.add_argument("--stats-json", default=None, metavar="PATH", help="write the run's statistics as JSON")
     parser.add_argument("--report-every", type=float, default=10.0, metavar="S",
                         help="log a progress line every S seconds (0: never)")
@@ -66,7 +71,9 @@ def run(args) -> int:
     except PublishError as exc:
         raise UserError(str(exc)) from exc
     try:
-        source = open_input(spec, realtime=realtime, max_side=args.max_side)
+        source = open_input(spec, realtime=realtime, max_side=args.max_side, open_timeout_s=args.open_timeout,
+                            read_timeout_s=args.read_timeout,
+                            max_reconnects=None if args.max_reconnects < 0 else args.max_reconnects)
         stages, body_model, has_lifter = engine_stages(args)
         intrinsics = source_intrinsics(source, args.fov)
         fields, arrays = topology_fields(body_model, intrinsics, source.width, source.height,
