@@ -308,3 +308,73 @@ def topology_fields(body_model, intrinsics, width: int, height: int, source: dic
     if body_model is not None:
         arrays.append(("faces", np.ascontiguousarray(np.asarray(body_model.faces), dtype=np.int32)))
     return fields, arrays
+
+
+class LiftStage(Stage):
+    """Keypoints -> bodies: per tracked person, global_orient, body_pose, betas and transl in the
+    camera frame (stream.reconstruct.BodyReconstructor: the lifter when one is shipped, the
+    anchored SMPLify-style fit, per-track smoothing and one shape per track).
+
+    Under overload (live) the fit runs fewer iterations (and none at all when a lifter gives
+    an answer to fall back on) rather than letting latency grow.
+    """
+
+    name = "lift"
+    inputs = ("people", "track_id")
+    outputs = ("body_params",)
+    budget_ms = 60.0
+
+    def __init__(self, body_model, fov_deg: float = 60.0, smoothing: str = "one-euro", refine: bool = True,
+                 fit_iterations: int = 6, lifter=None):
+        self.body_model = body_model
+        self.fov_deg = fov_deg
+        self.smoothing = smoothing
+        self.refine = refine
+        self.fit_iterations = fit_iterations
+        self.lifter = lifter
+        self.reconstructor = None
+        self._last_t_s: float | None = None
+
+    def open(self, context: PipelineContext) -> None:
+        super().open(context)
+        from stream.reconstruct import BodyReconstructor
+
+        self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter, smoothing=self.smoothing,
+                                               refine=self.refine, fit_iterations=self.fit_iterations)
+
+    def _intrinsics(self, frame) -> np.ndarray:
+        given = getattr(self.context, "info", {}).get("intrinsics") if hasattr(self, "context") else None
+        fx, fy, cx, cy = given if given is not None else default_intrinsics(frame.width, frame.height, self.fov_deg)
+        return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], np.float32)
+
+    def process(self, packet: Packet) -> Packet:
+        frame = packet.frame
+        t_s = frame.pts_s if frame.pts_s is not None else frame.t_capture_ns / 1e9
+        if self._last_t_s is not None and t_s < self._last_t_s:
+            self.reconstructor.reset()  # the timeline restarted (a reconnected stream)
+        self._last_t_s = t_s
+        people = [p for p in packet.people if p.keypoints is not None and p.bbox is not None]
+        # Degrade: halve the fit's iterations per level; skip it when a lifter can answer alone.
+        level = getattr(self.context, "degrade_level", 0)
+        fitter = self.reconstructor.fitter
+        fitter.iterations = max(1, self.fit_iterations >> level)
+        self.reconstructor.refine = self.refine and not (level >= 2 and self.lifter is not None)
+        have_world = bool(people) and all(p.world_landmarks is not None for p in people)
+        result = self.reconstructor(
+            t_s,
+            np.stack([p.bbox for p in people]) if people else np.zeros((0, 4), np.float32),
+            np.stack([p.keypoints for p in people]) if people else np.zeros((0, 33, 3), np.float32),
+            self._intrinsics(frame),
+            world_landmarks=np.stack([p.world_landmarks for p in people]) if have_world else None,
+            masks=[p.mask for p in people],
+            track_ids=np.array([p.track_id for p in people], np.int64) if people and all(p.track_id >= 0 for p in people) else None,
+        )
+        for person, track_id, body in zip(people, result.track_ids, result.bodies):
+            person.track_id = int(track_id)
+            if body is None:
+                continue
+            person.global_orient = body.global_orient
+            person.body_pose = body.body_pose
+            person.betas = body.betas
+            person.transl = body.transl
+        return packet

@@ -26,6 +26,12 @@ def add_engine_arguments(parser) -> None:
                        help="horizontal-or-vertical (longer side) field of view in degrees for the default intrinsics")
     group.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
                        help="scale frames down so their longer side is at most this")
+    group.add_argument("--smoothing", choices=("one-euro", "kalman", "none"), default="one-euro",
+                       help="temporal smoothing of each person's body (default one-euro; docs/smoothing.md)")
+    group.add_argument("--fit-iterations", type=int, default=6, metavar="N",
+                       help="Levenberg-Marquardt iterations of the body fit per frame (default 6)")
+    group.add_argument("--no-refine", action="store_true",
+                       help="skip the fit to the keypoints (needs the learned lifter)")
 
 
 def open_input(spec: str, realtime: bool = False, max_side: int | None = None, **network):
@@ -44,7 +50,7 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
 
     Returns (stages, body_model or None, has_lifter).
     """
-    from stream.stages import BodyStage, PoseStage, TrackStage, load_body_model_for, module_exists
+    from stream.stages import BodyStage, LiftStage, PoseStage, TrackStage, load_body_model_for, module_exists
 
     stages: list = []
     if args.pose != "off":
@@ -58,10 +64,11 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"cannot load body model {args.body_model!r}: {exc}") from exc
     has_lifter = False
-    if lifter_wanted and stages and module_exists("engines.lift"):
-        log.info("engines.lift exists but is not wired into the runtime yet")
-    if has_lifter and body_model is not None:
+    if lifter_wanted and stages and body_model is not None:
+        stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, refine=not args.no_refine,
+                                fit_iterations=args.fit_iterations))
         stages.append(BodyStage(body_model))
+        has_lifter = True
     return stages, body_model, has_lifter
 
 
