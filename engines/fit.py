@@ -24,9 +24,12 @@ Steps of :meth:`BodyFitter.fit`:
    world landmarks (Kabsch), or with the 2D torso when there are no world landmarks.
 2. Translation in closed form: linear least squares of the pinhole projection of the posed
    landmarks onto the keypoints.
-3. When starting cold with world landmarks: a few quasi-Newton (L-BFGS) steps on terms 2-5
-   only, which is well conditioned, then step 2 again.
-4. L-BFGS on the full energy over orientation, pose and translation.
+3. When starting cold with world landmarks: Levenberg-Marquardt steps on terms 2-5 only,
+   which are well conditioned, then step 2 again.
+4. Levenberg-Marquardt on the full energy over orientation, pose and translation (75 unknowns
+   per person). The robust term enters as iteratively reweighted least squares; Jacobians are
+   exact, by forward-mode differentiation vectorised over people and unknowns (one batched
+   evaluation per iteration, so few iterations suffice and each is cheap).
 
 Nothing here is specific to one body model: it needs a callable that maps parameters to
 landmarks (see :class:`LandmarkFunction`).
@@ -34,8 +37,9 @@ landmarks (see :class:`LandmarkFunction`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -63,12 +67,13 @@ class FitWeights:
     """Weights of the energy's terms, and the robust scale. Units in the comments."""
 
     reprojection: float = 1.0      # per robust px^2 (Geman-McClure, saturates at sigma_px)
-    sigma_px: float = 30.0         # robust scale, pixels
-    world: float = 4.0e4           # per m^2 of hip-centred landmark error (1 cm -> 4)
+    sigma_px: float = 100.0        # robust scale, pixels
+    world: float = 1.0e3           # per m^2 of hip-centred landmark error (1 cm -> 0.1)
     anchor: float = 20.0           # per squared Frobenius distance of rotation matrices
     temporal_pose: float = 20.0    # per squared Frobenius distance to the previous frame
     temporal_transl: float = 1.0e3  # per m^2 of translation change
-    prior: float = 2.0             # per unit of prior energy
+    prior: float = 0.01            # per unit of squared whitened deviation (nats x 2)
+    hinge: float = 100.0           # per rad^2 of knee/elbow bent the wrong way
 
 
 @dataclass
@@ -146,77 +151,148 @@ def geman_mcclure(squared: Tensor, sigma: float) -> Tensor:
     return s2 * squared / (s2 + squared)
 
 
-def default_pose_prior(body_pose: Tensor) -> Tensor:
-    """(P,23,3) -> (P,): small L2 on the pose and a hinge penalty on knees and elbows bent backwards."""
-    l2 = (body_pose ** 2).sum((1, 2)) * 0.05
-    knees = torch.relu(-body_pose[:, list(_SMPL_KNEES), 0]).pow(2).sum(1)
-    elbows = torch.relu(body_pose[:, _SMPL_ELBOWS[0], 1]).pow(2) + torch.relu(-body_pose[:, _SMPL_ELBOWS[1], 1]).pow(2)
-    return l2 + 10.0 * (knees + elbows)
+def hinge_residuals(body_pose: Tensor) -> Tensor:
+    """(..., 23, 3) -> (..., 4): how far knees and elbows bend the wrong way (radians, 0 if not)."""
+    return torch.stack([
+        torch.relu(-body_pose[..., _SMPL_KNEES[0], 0]), torch.relu(-body_pose[..., _SMPL_KNEES[1], 0]),
+        torch.relu(body_pose[..., _SMPL_ELBOWS[0], 1]), torch.relu(-body_pose[..., _SMPL_ELBOWS[1], 1]),
+    ], -1)
+
+
+class GaussianPosePrior:
+    """The pose prior as least-squares residuals: one Gaussian (mean, whitening matrix) per pose.
+
+    From a Gaussian mixture (``engines.pose_prior.PosePrior``: buffers ``means`` (K,69) and
+    ``precision_chol`` (K,69,69)), each person's nearest component is chosen once per frame
+    (SMPLify's best-component approximation) and its whitened deviation is the residual; without
+    a mixture, a zero-mean isotropic Gaussian of standard deviation ``sigma`` radians.
+    """
+
+    def __init__(self, mixture=None, sigma: float = 1.0):
+        self.means = None if mixture is None else mixture.means.detach().float()
+        self.whiten = None if mixture is None else mixture.precision_chol.detach().float()
+        self.constants = None if mixture is None else mixture.constants.detach().float()
+        self.sigma = sigma
+
+    def component(self, body_pose: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean (P,69) and whitening (P,69,69) of each pose's best component."""
+        flat = body_pose.reshape(body_pose.shape[0], -1)
+        if self.means is None:
+            eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device) / self.sigma
+            return torch.zeros_like(flat), eye.expand(flat.shape[0], -1, -1)
+        centred = flat[:, None, :] - self.means[None]
+        penalty = 0.5 * (torch.einsum("kij,pkj->pki", self.whiten, centred) ** 2).sum(-1) + self.constants
+        best = penalty.argmin(1)
+        return self.means[best], self.whiten[best]
+
+
 
 
 class BodyFitter:
-    """Batched SMPLify-style fit of a body model's landmarks to keypoints.
+    """Batched SMPLify-style fit of a body model's landmarks to keypoints (Levenberg-Marquardt).
 
     Args:
         landmarks_fn: maps (global_orient (P,3), body_pose (P,23,3), betas (P,10), transl (P,3))
-            to landmarks (P,33,3) in the camera frame.
+            to landmarks (P,33,3) in the camera frame; must be vmap-able (plain tensor code).
         weights: the energy's weights (:class:`FitWeights`).
-        pose_prior: (P,23,3) -> (P,) energy; defaults to :func:`default_pose_prior`.
-        iterations: L-BFGS iterations of the final stage (step 4).
-        cold_iterations: L-BFGS iterations of the 3D stage (step 3) for a person seen first.
+        pose_prior: a :class:`GaussianPosePrior` (default: isotropic, 1 rad).
+        iterations: LM iterations of the final stage (step 4).
+        cold_iterations: LM iterations of the 3D stage (step 3) for a person seen first.
     """
 
     def __init__(
         self,
         landmarks_fn: LandmarkFunction,
         weights: FitWeights | None = None,
-        pose_prior: Callable[[Tensor], Tensor] | None = None,
-        iterations: int = 20,
-        cold_iterations: int = 30,
+        pose_prior: GaussianPosePrior | None = None,
+        iterations: int = 8,
+        cold_iterations: int = 8,
     ) -> None:
         self.landmarks_fn = landmarks_fn
         self.weights = weights or FitWeights()
-        self.pose_prior = pose_prior or default_pose_prior
+        self.pose_prior = pose_prior or GaussianPosePrior()
         self.iterations = iterations
         self.cold_iterations = cold_iterations
 
-    # -- energy -------------------------------------------------------------------------
-    def _energy(self, orient, pose, transl, betas, data, use_2d: bool) -> Tensor:
+    # -- residuals of one person (vmapped over people) -------------------------------------
+    def _residuals(self, theta, betas, keypoints, sqrt_w2d, world, sqrt_wworld, anchor_rot, sqrt_wanchor,
+                   prev_rot, prev_transl, sqrt_wprev, prior_mean, prior_whiten, intrinsics, use_2d: bool):
+        """theta (75,) = orient (3), pose (69), transl (3) -> residual vector (R,), its squared
+        norm being the energy (with the robust weights frozen)."""
         w = self.weights
-        landmarks = self.landmarks_fn(orient, pose, betas, transl)  # (P,33,3)
-        energy = w.prior * self.pose_prior(pose)
-        if data["world"] is not None:
-            mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
-            rel = landmarks - mid_hip[:, None]
-            err = ((rel - data["world"]) ** 2).sum(-1)
-            energy = energy + w.world * (data["world_weight"] * err).sum(1) / data["world_weight"].sum(1).clamp(min=1)
+        orient, pose, transl = theta[:3], theta[3:72], theta[72:]
+        landmarks = self.landmarks_fn(orient[None], pose.reshape(1, 23, 3), betas[None], transl[None])[0]
+        parts = []
         if use_2d:
-            uv = project(landmarks, data["intrinsics"])
-            sq = ((uv - data["keypoints"][..., :2]) ** 2).sum(-1)
-            vis = data["visibility"]
-            energy = energy + w.reprojection * (vis * geman_mcclure(sq, w.sigma_px)).sum(1) / vis.sum(1).clamp(min=1) * 33
-        rot = None
-        if data["anchor"] is not None:
-            rot = axis_angle_to_matrix(torch.cat([orient[:, None], pose], 1))
-            energy = energy + w.anchor * ((rot - data["anchor"]) ** 2).sum((1, 2, 3))
-        if data["previous_rot"] is not None:
-            if rot is None:
-                rot = axis_angle_to_matrix(torch.cat([orient[:, None], pose], 1))
-            energy = energy + w.temporal_pose * ((rot - data["previous_rot"]) ** 2).sum((1, 2, 3))
-            energy = energy + w.temporal_transl * ((transl - data["previous_transl"]) ** 2).sum(1)
+            uv = project(landmarks[None], intrinsics)[0]
+            parts.append(((uv - keypoints[:, :2]) * sqrt_w2d[:, None]).reshape(-1))
+        mid_hip = 0.5 * (landmarks[_LEFT_HIP] + landmarks[_RIGHT_HIP])
+        parts.append(((landmarks - mid_hip - world) * sqrt_wworld[:, None]).reshape(-1))
+        rot = axis_angle_to_matrix(theta[:72].reshape(24, 3))
+        parts.append(((rot - anchor_rot) * sqrt_wanchor).reshape(-1))
+        parts.append(((rot - prev_rot) * sqrt_wprev).reshape(-1))
+        parts.append((transl - prev_transl) * sqrt_wprev * math.sqrt(w.temporal_transl / w.temporal_pose))
+        parts.append(math.sqrt(w.prior) * (prior_whiten @ (pose - prior_mean)))
+        parts.append(math.sqrt(w.hinge) * hinge_residuals(pose.reshape(23, 3)))
+        return torch.cat(parts)
+
+    def _robust_weights(self, theta, betas, data) -> Tensor:
+        """sqrt of (reprojection weight x visibility x Geman-McClure's IRLS weight), (P,33)."""
+        w = self.weights
+        with torch.no_grad():
+            landmarks = self.landmarks_fn(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
+            sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+        s2 = w.sigma_px ** 2
+        irls = (s2 / (s2 + sq)) ** 2  # rho'(s) of rho(s) = s2 s / (s2 + s)
+        return torch.sqrt(w.reprojection * data["visibility"] * irls)
+
+    def _energy(self, theta, betas, data, use_2d: bool) -> Tensor:
+        """The true (robust) energy of each person, (P,)."""
+        w = self.weights
+        args = self._per_person_args(theta, betas, data, sqrt_w2d=torch.zeros_like(data["visibility"]))
+        with torch.no_grad():
+            r = torch.vmap(lambda *a: self._residuals(*a, data["intrinsics"], False))(*args)
+            energy = (r ** 2).sum(-1)
+            if use_2d:
+                landmarks = self.landmarks_fn(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
+                sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+                energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
         return energy
 
-    def _minimise(self, variables, closure_energy, iterations: int) -> None:
-        optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, history_size=10,
-                                      line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+    def _per_person_args(self, theta, betas, data, sqrt_w2d):
+        return (theta, betas, data["keypoints"], sqrt_w2d, data["world"], data["sqrt_wworld"], data["anchor_rot"],
+                data["sqrt_wanchor"], data["prev_rot"], data["prev_transl"], data["sqrt_wprev"],
+                data["prior_mean"], data["prior_whiten"])
 
-        def closure():
-            optimiser.zero_grad()
-            energy = closure_energy().sum()
-            energy.backward()
-            return energy
+    def _levenberg_marquardt(self, theta, betas, data, iterations: int, use_2d: bool, active: Tensor) -> Tensor:
+        """Minimise each active person's energy from theta (P,75); inactive rows are returned unchanged."""
+        damping = torch.full((theta.shape[0],), 1e-3, dtype=theta.dtype, device=theta.device)
+        energy = self._energy(theta, betas, data, use_2d)
+        eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
 
-        optimiser.step(closure)
+        def residual_and_aux(*args):
+            r = self._residuals(*args, data["intrinsics"], use_2d)
+            return r, r
+
+        jacobian_fn = torch.vmap(torch.func.jacfwd(residual_and_aux, has_aux=True))
+        for _ in range(iterations):
+            sqrt_w2d = self._robust_weights(theta, betas, data) if use_2d else torch.zeros_like(data["visibility"])
+            # 1. Residuals and their exact Jacobian, all people at once.
+            jac, r = jacobian_fn(*self._per_person_args(theta, betas, data, sqrt_w2d))
+            # 2. The damped normal equations (Marquardt's scaling by the diagonal).
+            jtj = jac.transpose(1, 2) @ jac
+            grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
+            diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-6)
+            system = jtj + damping[:, None, None] * torch.diag_embed(diag) + 1e-9 * eye
+            step = -torch.linalg.solve(system, grad[..., None])[..., 0]
+            # 3. Keep the step where it lowers the true energy; adapt the damping.
+            candidate = theta + step
+            candidate_energy = self._energy(candidate, betas, data, use_2d)
+            better = (candidate_energy < energy) & torch.isfinite(candidate_energy) & active
+            theta = torch.where(better[:, None], candidate, theta)
+            energy = torch.where(better, candidate_energy, energy)
+            damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)
+        return theta
 
     # -- public -------------------------------------------------------------------------
     def fit(
@@ -239,19 +315,20 @@ class BodyFitter:
             previous: (global_orient (P,3), body_pose (P,23,3), transl (P,3)) from the previous
                 frame of the same people; or None. Rows may be NaN for people seen first.
         """
-        dtype, device = keypoints.dtype, keypoints.device
-        count = keypoints.shape[0]
         if keypoints.ndim != 3 or keypoints.shape[1:] != (33, 3):
             raise ValueError(f"keypoints must be (P,33,3), got {tuple(keypoints.shape)}")
+        dtype, device = torch.float32, keypoints.device
+        keypoints = torch.nan_to_num(keypoints.to(dtype), nan=0.0)
+        betas = betas.to(dtype)
+        count = keypoints.shape[0]
         if count == 0:
             empty = torch.zeros(0, dtype=dtype, device=device)
             return FitResult(empty.reshape(0, 3), empty.reshape(0, 23, 3), empty.reshape(0, 3), empty, empty)
-        keypoints = torch.nan_to_num(keypoints, nan=0.0)
+        w = self.weights
         visibility = keypoints[..., 2].clamp(0, 1)
         # Points with little visibility still count a little: BlazePose predicts them plausibly.
         visibility = torch.where(visibility > 0.5, visibility, 0.1 * visibility)
         intrinsics = intrinsics.to(dtype=dtype, device=device)
-
         have_previous = torch.zeros(count, dtype=torch.bool, device=device)
         if previous is not None:
             have_previous = torch.isfinite(previous[2]).all(-1)
@@ -259,83 +336,78 @@ class BodyFitter:
         # 1. Initialise.
         pose = relaxed_pose(count, dtype, device)
         orient = torch.zeros(count, 3, dtype=dtype, device=device)
+        zero_t = torch.zeros(count, 3, dtype=dtype, device=device)
         if anchor is not None:
-            orient, pose = anchor[0].clone(), anchor[1].clone()
+            orient, pose = anchor[0].to(dtype).clone(), anchor[1].to(dtype).clone()
         else:
-            zero_t = torch.zeros(count, 3, dtype=dtype, device=device)
-            rest = self.landmarks_fn(orient, pose, betas, zero_t)
+            with torch.no_grad():
+                rest = self.landmarks_fn(orient, pose, betas, zero_t)
             torso = list(_TORSO)
             if world_landmarks is not None:
-                target = world_landmarks[:, torso]
+                target = world_landmarks[:, torso].to(dtype)
             else:  # the 2D torso at unit depth, a rough but serviceable orientation
                 uv = keypoints[:, torso, :2]
                 xy = (uv - intrinsics[:2, 2]) / torch.stack([intrinsics[0, 0], intrinsics[1, 1]])
                 scale = (rest[:, torso].std(1).norm(dim=-1) / xy.std(1).norm(dim=-1).clamp(min=1e-6))[:, None, None]
                 target = torch.cat([xy * scale, torch.zeros_like(xy[..., :1])], -1)
-            rotation = kabsch_rotation(rest[:, torso], target)
-            orient = matrix_to_axis_angle(rotation)
-        if previous is not None and have_previous.any():
-            orient = torch.where(have_previous[:, None], previous[0], orient)
-            pose = torch.where(have_previous[:, None, None], previous[1], pose)
-
-        data = {
-            "keypoints": keypoints,
-            "visibility": visibility,
-            "intrinsics": intrinsics,
-            "world": world_landmarks,
-            "world_weight": None if world_landmarks is None else keypoints[..., 2].clamp(0.2, 1),
-            "anchor": None,
-            "previous_rot": None,
-            "previous_transl": None,
-        }
-        if anchor is not None:
-            data["anchor"] = axis_angle_to_matrix(torch.cat([anchor[0][:, None], anchor[1]], 1)).detach()
+            orient = matrix_to_axis_angle(kabsch_rotation(rest[:, torso], target))
+        if have_previous.any():
+            orient = torch.where(have_previous[:, None], previous[0].to(dtype), orient)
+            pose = torch.where(have_previous[:, None, None], previous[1].to(dtype), pose)
 
         # 2. Translation in closed form.
         def place(orient_, pose_):
-            zero_t = torch.zeros(count, 3, dtype=dtype, device=device)
             with torch.no_grad():
                 posed = self.landmarks_fn(orient_, pose_, betas, zero_t)
             return solve_translation(posed, keypoints[..., :2], visibility, intrinsics)
 
         transl = place(orient, pose)
-        if previous is not None and have_previous.any():
-            transl = torch.where(have_previous[:, None], previous[2], transl)
+        if have_previous.any():
+            transl = torch.where(have_previous[:, None], previous[2].to(dtype), transl)
 
-        # 3. Cold start with world landmarks: a well-conditioned 3D stage first.
+        # The data of the energy's terms, per person; absent terms get zero weights.
+        identity = torch.eye(3, dtype=dtype, device=device).expand(count, 24, 3, 3)
+        data = {"keypoints": keypoints, "visibility": visibility, "intrinsics": intrinsics}
+        if world_landmarks is not None:
+            data["world"] = world_landmarks.to(dtype)
+            world_weight = keypoints[..., 2].clamp(0.2, 1)
+            data["sqrt_wworld"] = torch.sqrt(w.world * world_weight / world_weight.sum(1, keepdim=True) * 33)
+        else:
+            data["world"] = torch.zeros_like(keypoints)
+            data["sqrt_wworld"] = torch.zeros_like(visibility)
+        if anchor is not None:
+            data["anchor_rot"] = axis_angle_to_matrix(torch.cat([anchor[0][:, None], anchor[1]], 1).to(dtype))
+            data["sqrt_wanchor"] = torch.full((count,), math.sqrt(w.anchor), dtype=dtype, device=device)
+        else:
+            data["anchor_rot"] = identity
+            data["sqrt_wanchor"] = torch.zeros(count, dtype=dtype, device=device)
+        data["prev_rot"], data["prev_transl"] = identity, zero_t
+        data["sqrt_wprev"] = torch.zeros(count, dtype=dtype, device=device)
+        data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(pose)
+
+        # 3. Cold start with world landmarks: the well-conditioned 3D stage first.
+        theta = torch.cat([orient, pose.reshape(count, -1), transl], 1)
         cold = ~have_previous
         if world_landmarks is not None and cold.any() and self.cold_iterations > 0:
-            o = orient.clone().requires_grad_(True)
-            p = pose.clone().requires_grad_(True)
-            self._minimise([o, p], lambda: self._energy(o, p, transl, betas, data, use_2d=False), self.cold_iterations)
-            orient = torch.where(cold[:, None], o.detach(), orient)
-            pose = torch.where(cold[:, None, None], p.detach(), pose)
-            transl = torch.where(cold[:, None], place(orient, pose), transl)
+            theta = self._levenberg_marquardt(theta, betas, data, self.cold_iterations, use_2d=False, active=cold)
+            moved = place(theta[:, :3], theta[:, 3:72].reshape(count, 23, 3))
+            theta = torch.cat([theta[:, :72], torch.where(cold[:, None], moved, theta[:, 72:])], 1)
+            data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(theta[:, 3:72])
 
-        # 4. The full energy.
-        if previous is not None and have_previous.any():
-            prev_rot = axis_angle_to_matrix(torch.cat([previous[0][:, None], previous[1]], 1))
-            data["previous_rot"] = torch.where(have_previous[:, None, None, None], prev_rot,
-                                               axis_angle_to_matrix(torch.cat([orient[:, None], pose], 1))).detach()
-            data["previous_transl"] = torch.where(have_previous[:, None], previous[2], transl).detach()
-            # People without a previous frame: the temporal term then anchors to their own start.
-        o = orient.clone().requires_grad_(True)
-        p = pose.clone().requires_grad_(True)
-        t = transl.clone().requires_grad_(True)
-        if self.iterations > 0:
-            self._minimise([o, p, t], lambda: self._energy(o, p, t, betas, data, use_2d=True), self.iterations)
+        # 4. The full energy, warm-started people tied to their previous frame.
+        if have_previous.any():
+            prev_rot = axis_angle_to_matrix(torch.cat([previous[0][:, None], previous[1]], 1).to(dtype))
+            data["prev_rot"] = torch.where(have_previous[:, None, None, None], torch.nan_to_num(prev_rot), identity)
+            data["prev_transl"] = torch.where(have_previous[:, None], torch.nan_to_num(previous[2].to(dtype)), zero_t)
+            data["sqrt_wprev"] = torch.where(have_previous, math.sqrt(w.temporal_pose), 0.0).to(dtype)
+        all_people = torch.ones(count, dtype=torch.bool, device=device)
+        theta = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
 
         with torch.no_grad():
-            orient, pose, transl = o.detach(), p.detach(), t.detach()
-            bad = ~(torch.isfinite(orient).all(-1) & torch.isfinite(pose).all((1, 2)) & torch.isfinite(transl).all(-1))
-            if bad.any():  # never return NaN: fall back to the start of this frame's fit
-                orient = torch.where(bad[:, None], torch.nan_to_num(orient), orient)
-                pose = torch.where(bad[:, None, None], relaxed_pose(count, dtype, device), pose)
-                transl = torch.where(bad[:, None], place(orient, pose), transl)
+            orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
             landmarks = self.landmarks_fn(orient, pose, betas, transl)
-            uv = project(landmarks, intrinsics)
-            dist = (uv - keypoints[..., :2]).norm(dim=-1)
+            dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
             vis = keypoints[..., 2].clamp(0, 1)
             reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
-            energy = self._energy(orient, pose, transl, betas, data, use_2d=True)
-        return FitResult(orient, pose, transl, reprojection, energy)
+            energy = self._energy(theta, betas, data, use_2d=True)
+        return FitResult(orient.clone(), pose.clone(), transl.clone(), reprojection, energy)

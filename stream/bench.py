@@ -1,0 +1,224 @@
+"""Runtime benchmark: per-stage and end-to-end figures, pipeline efficiency, live latency,
+publisher throughput. Used by ``meshstream bench``; every function returns a JSON-able dict.
+
+Definitions:
+- stage alone: the stage run by itself, frame after frame, on frames decoded beforehand
+  (decoding is measured alone the same way); fps = frames / time.
+- pipeline efficiency = end-to-end fps of the offline pipeline / fps of the slowest stage
+  alone (1.0 means the stages overlap perfectly; the source's decoding counts as a stage).
+- live: the clip re-timed to 30 fps and played in real time; p95 end-to-end latency is
+  compared with two frame intervals (66.7 ms).
+- publisher: single-person frame messages with vertices, published as fast as possible to
+  one subscriber on loopback TCP; throughput, the time of one publish() call, and the added
+  latency (publish call -> the subscriber has decoded it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from stream.frames import Packet, Person
+
+log = logging.getLogger("meshstream.bench")
+
+
+def _pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def retimed_clip(source_path: str | Path, fps: int = 30, min_frames: int = 300, max_side: int | None = None) -> Path:
+    """A copy of the clip with its frames re-timed to ``fps`` and looped to at least
+    ``min_frames`` frames, written once into the cache (bench/). Returns its path."""
+    import av
+
+    from engines.cache import cache_dir
+
+    source_path = Path(source_path)
+    out = cache_dir() / "bench" / f"{source_path.stem}_{fps}fps_{min_frames}_{max_side or 0}.mp4"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from stream.sources import VideoFileSource
+
+    frames = [f.image for f in VideoFileSource(source_path, max_side=max_side).frames()]
+    if not frames:
+        raise ValueError(f"no frame could be decoded from {source_path}")
+    tmp = out.with_name(out.name + ".partial.mp4")
+    height, width = frames[0].shape[0] // 2 * 2, frames[0].shape[1] // 2 * 2
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        n = 0
+        while n < min_frames:
+            for image in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="rgb24")
+                frame.pts = n
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                n += 1
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(out)
+    return out
+
+
+def stages_alone(make_source: Callable, make_stages: Callable, max_frames: int | None = None, passes: int = 2) -> dict:
+    """Each stage (and decoding) alone: {name: {"fps", "p50_ms", "p95_ms"}}, the best of
+    ``passes`` passes (the first one also warms caches and lazy initialisation up)."""
+    from stream.pipeline import PipelineContext
+
+    results: dict[str, dict] = {}
+
+    def keep_best(name: str, figures: dict) -> None:
+        if name not in results or figures["fps"] > results[name]["fps"]:
+            results[name] = figures
+
+    for _ in range(passes):
+        source = make_source()
+        t0 = time.perf_counter()
+        packets = []
+        for frame in source.frames():
+            packets.append(Packet(frame))
+            if max_frames and len(packets) >= max_frames:
+                break
+        decode_s = time.perf_counter() - t0
+        source.close()
+        keep_best("decode", {"fps": len(packets) / decode_s if decode_s > 0 else float("nan"),
+                             "mean_ms": 1000 * decode_s / max(1, len(packets))})
+        context = PipelineContext(policy="offline")
+        for stage in make_stages():
+            stage.open(context)
+            times = []
+            try:
+                for packet in packets:
+                    t = time.perf_counter()
+                    stage.process(packet)
+                    times.append((time.perf_counter() - t) * 1000)
+            finally:
+                stage.close()
+            total_s = sum(times) / 1000
+            keep_best(stage.name, {"fps": len(times) / total_s if total_s > 0 else float("inf"),
+                                   "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95)})
+    return results
+
+
+def pipeline_run(make_source: Callable, make_stages: Callable, policy: str | None = None,
+                 max_frames: int | None = None) -> dict:
+    """One pipeline run; its stats summary."""
+    from stream.pipeline import Pipeline
+
+    source = make_source()
+    pipeline = Pipeline(source, make_stages(), policy=policy, max_frames=max_frames)
+    pipeline.run()
+    summary = pipeline.stats.summary()
+    summary["policy"] = pipeline.policy
+    return summary
+
+
+def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: str = "float32",
+                         rate_hz: float | None = None) -> dict:
+    """Single-person messages with vertices, to one subscriber on loopback TCP (see module doc).
+
+    rate_hz: None publishes as fast as possible (throughput); a rate paces the messages, which
+    is how the added latency of publishing is measured (no queue builds up).
+    """
+    from stream.client import Subscriber
+    from stream.publisher import Publisher
+    from stream.stages import PublishOptions, frame_message
+
+    publisher = Publisher("tcp://127.0.0.1:*", sndhwm=messages + 10, handover_hwm=messages + 10).start()
+    address = publisher.bound_address
+    received: list[tuple[int, int]] = []  # (t_publish_ns, t_decoded_ns)
+    ready = threading.Event()
+    bytes_seen = [0]
+
+    def subscribe():
+        with Subscriber(address, rcvhwm=messages + 10) as sub:
+            ready.set()
+            while len(received) < messages:
+                msg = sub.recv(timeout_s=3.0)
+                if msg is None:
+                    return
+                if msg.kind == "frame":
+                    received.append((msg.header["t_publish_ns"], time.monotonic_ns()))
+                    bytes_seen[0] += sum(a.nbytes for a in msg.arrays.values())
+
+    thread = threading.Thread(target=subscribe, daemon=True)
+    thread.start()
+    ready.wait()
+    publisher.wait_for_subscriber(5.0)
+    rng = np.random.default_rng(0)
+    person = Person(track_id=0, score=0.9, bbox=np.array([10, 20, 200, 400], np.float32),
+                    keypoints=rng.random((33, 3), dtype=np.float32),
+                    global_orient=rng.random(3, dtype=np.float32), body_pose=rng.random((23, 3), dtype=np.float32),
+                    betas=rng.random(10, dtype=np.float32), transl=rng.random(3, dtype=np.float32),
+                    joints=rng.random((24, 3), dtype=np.float32),
+                    vertices=rng.random((num_vertices, 3), dtype=np.float32))
+    options = PublishOptions(vertices=True, vertices_dtype=dtype)
+    from stream.frames import Frame
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    call_ms = []
+    t0 = time.perf_counter()
+    for i in range(messages):
+        if rate_hz:
+            due = t0 + i / rate_hz
+            while time.perf_counter() < due:
+                time.sleep(max(0.0, min(0.002, due - time.perf_counter())))
+        packet = Packet(Frame(i, i / 30, time.monotonic_ns(), image), [person])
+        t = time.perf_counter()
+        fields, arrays = frame_message(packet, options, 640, 480)
+        publisher.publish(fields, arrays)
+        call_ms.append((time.perf_counter() - t) * 1000)
+    thread.join(timeout=30)
+    elapsed = time.perf_counter() - t0
+    publisher.close()
+    added = [(done - pub) / 1e6 for pub, done in received]
+    return {
+        "num_vertices": num_vertices, "dtype": dtype, "messages": messages, "received": len(received),
+        "rate_hz": rate_hz,
+        "messages_per_s": len(received) / elapsed if elapsed > 0 else float("nan"),
+        "MB_per_s": bytes_seen[0] / elapsed / 1e6 if elapsed > 0 else float("nan"),
+        "bytes_per_message": bytes_seen[0] / max(1, len(received)),
+        "publish_call_p50_ms": _pct(call_ms, 50), "publish_call_p95_ms": _pct(call_ms, 95),
+        "added_latency_p50_ms": _pct(added, 50), "added_latency_p95_ms": _pct(added, 95),
+    }
+
+
+def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None = ("litert",)) -> dict:
+    """engines.pose.bench.benchmark() and engines.body.bench.benchmark(), where they exist.
+
+    pose_backends: the back ends the pose benchmark times (None: its own default list, which
+    includes torch.compile and takes minutes on a CPU).
+    """
+    import contextlib
+    import importlib
+    import inspect
+    import sys
+
+    from stream.stages import module_exists
+
+    wanted = {"engines.pose.bench": {"device": device, "backends": pose_backends}, "engines.body.bench": {}}
+    out = {}
+    for name, kwargs in wanted.items():
+        if not module_exists(name):
+            out[name] = "not installed"
+            continue
+        try:
+            function = importlib.import_module(name).benchmark
+            accepted = inspect.signature(function).parameters
+            with contextlib.redirect_stdout(sys.stderr):  # keep stdout clean for --json
+                out[name] = function(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
+        except Exception as exc:  # noqa: BLE001 - reported, the rest of the bench goes on
+            log.warning("%s.benchmark() failed: %s", name, exc)
+            out[name] = f"failed: {exc}"
+    return out

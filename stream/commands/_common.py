@@ -1,0 +1,92 @@
+"""Pieces the commands share: argument groups, opening inputs, building the engine stages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stream.cli import UserError
+
+log = logging.getLogger("meshstream")
+
+_warned: dict[str, bool] = {}
+SAMPLE_CLIP = Path(__file__).resolve().parents[1] / "assets" / "sample.mp4"
+
+
+def add_engine_arguments(parser) -> None:
+    group = parser.add_argument_group("engines")
+    group.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    group.add_argument("--backend", default="auto", help="pose back end: auto, eager, compile, tensorrt, litert")
+    group.add_argument("--body-model", default="open", metavar="open|PATH",
+                       help="body model: the bundled open model, or a path to SMPL/SMPL+H/SMPL-X files")
+    group.add_argument("--max-people", type=int, default=4, help="most people tracked per frame (default 4)")
+    group.add_argument("--pose", choices=("auto", "off"), default="auto",
+                       help="auto: run the pose engine when installed; off: frames only (transport tests)")
+    group.add_argument("--fov", type=float, default=60.0,
+                       help="horizontal-or-vertical (longer side) field of view in degrees for the default intrinsics")
+    group.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
+                       help="scale frames down so their longer side is at most this")
+    group.add_argument("--smoothing", choices=("one-euro", "kalman", "none"), default="one-euro",
+                       help="temporal smoothing of each person's body (default one-euro; docs/smoothing.md)")
+    group.add_argument("--fit-iterations", type=int, default=6, metavar="N",
+                       help="Levenberg-Marquardt iterations of the body fit per frame (default 6)")
+    group.add_argument("--no-refine", action="store_true",
+                       help="skip the fit to the keypoints (needs the learned lifter)")
+
+
+def open_input(spec: str, realtime: bool = False, max_side: int | None = None, **network):
+    """A stream.sources.Source for spec; user-facing errors become UserError. ``network``:
+    open_timeout_s, read_timeout_s, max_reconnects for stream URLs."""
+    from stream.sources import SourceError, open_source
+
+    try:
+        return open_source(spec, realtime=realtime, max_side=max_side, **network)
+    except SourceError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]:
+    """The engine stages available here: pose (+ids), lift, body.
+
+    Returns (stages, body_model or None, has_lifter).
+    """
+    from stream.stages import BodyStage, LiftStage, PoseStage, TrackStage, load_body_model_for, module_exists
+
+    stages: list = []
+    if args.pose != "off":
+        if module_exists("engines.pose"):
+            stages += [PoseStage(backend=args.backend, device=args.device, max_people=args.max_people), TrackStage()]
+        elif not _warned.get("pose"):
+            _warned["pose"] = True
+            log.warning("engines.pose is not installed: running without people (frames only)")
+    try:
+        body_model = load_body_model_for(args.body_model, device=args.device)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise UserError(f"cannot load body model {args.body_model!r}: {exc}") from exc
+    has_lifter = False
+    if lifter_wanted and stages and body_model is not None:
+        stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, refine=not args.no_refine,
+                                fit_iterations=args.fit_iterations))
+        stages.append(BodyStage(body_model))
+        has_lifter = True
+    return stages, body_model, has_lifter
+
+
+def source_intrinsics(source, fov_deg: float) -> tuple[float, float, float, float]:
+    from stream.stages import default_intrinsics
+
+    return default_intrinsics(source.width or 640, source.height or 480, fov_deg)
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (e.g. `docker stop`, a service manager) like Ctrl-C: stop cleanly."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

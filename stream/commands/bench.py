@@ -1,0 +1,154 @@
+"""Benchmark the runtime on a clip: per-stage and end-to-end figures, pipeline efficiency
+(end-to-end fps / fps of the slowest stage run alone), live latency at 30 fps, publisher
+throughput for single-person messages with vertices, and the engines' own benchmarks.
+
+INPUT defaults to the bundled sample clip; the "longer clip" is INPUT re-timed to 30 fps and
+looped to --long-frames frames (made once, in the cache).
+"""
+
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "benchmark stages, end-to-end pipeline, live latency and publisher throughput"
+
+
+def add_arguments(parser) -> None:
+    from stream.commands._common import add_engine_arguments
+
+    parser.add_argument("input", nargs="?", default=None, metavar="INPUT", help="video (default: the sample clip)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="frames of INPUT to use")
+    parser.add_argument("--long-frames", type=int, default=300, metavar="N",
+                        help="length of the longer 30 fps clip (0: skip the longer-clip and live runs)")
+    parser.add_argument("--publish-messages", type=int, default=300, metavar="N",
+                        help="messages in the publisher benchmark (0: skip)")
+    parser.add_argument("--no-engine-bench", action="store_true", help="skip engines.*.bench.benchmark()")
+    parser.add_argument("--engine-bench-full", action="store_true",
+                        help="let the pose benchmark time all its back ends (torch.compile takes minutes on CPU)")
+    add_engine_arguments(parser)
+
+
+def _stage_factory(args, publisher):
+    from stream.commands._common import engine_stages
+    from stream.stages import PublishOptions, PublishStage
+
+    def make():
+        stages, _, _ = engine_stages(args)
+        options = PublishOptions(keypoints=any(s.name == "pose" for s in stages))
+        return stages + [PublishStage(publisher, options)]
+
+    return make
+
+
+def run(args) -> int:
+    import json
+    import platform
+
+    import torch
+
+    from stream import bench
+    from stream.commands._common import SAMPLE_CLIP, engine_stages, open_input
+    from stream.publisher import Publisher
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    path = args.input or str(SAMPLE_CLIP)
+    _, body_model, _ = engine_stages(argparse_copy(args, pose="off"))
+    result = {"input": path, "machine": {"cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
+                                         "platform": platform.platform(), "device": args.device}}
+    publisher = Publisher("tcp://127.0.0.1:*", sndhwm=1000).start()
+    try:
+        make_stages = _stage_factory(args, publisher)
+        make_source = lambda: open_input(path, max_side=args.max_side)  # noqa: E731
+        # 1. The offline pipeline on INPUT, and every stage alone in this process.
+        result["stage_names"] = ["decode"] + [s.name for s in make_stages()]
+        result["alone"] = bench.stages_alone(make_source, make_stages, args.max_frames)
+        result["offline"] = bench.pipeline_run(make_source, make_stages, policy="offline", max_frames=args.max_frames)
+        slowest = min(v["fps"] for v in result["alone"].values())
+        result["efficiency"] = result["offline"]["throughput_fps"] / slowest if slowest > 0 else float("nan")
+        # 2. The longer clip at 30 fps: offline, then live in real time.
+        if args.long_frames > 0:
+            long_path = str(bench.retimed_clip(path, fps=30, min_frames=args.long_frames, max_side=args.max_side))
+            result["long_input"] = long_path
+            make_long = lambda realtime=False: open_input(long_path, realtime=realtime)  # noqa: E731
+            result["long_alone"] = bench.stages_alone(make_long, make_stages)
+            result["long_offline"] = bench.pipeline_run(make_long, make_stages, policy="offline")
+            slowest_long = min(v["fps"] for v in result["long_alone"].values())
+            result["long_efficiency"] = result["long_offline"]["throughput_fps"] / slowest_long
+            result["live_30fps"] = bench.pipeline_run(lambda: make_long(True), make_stages, policy="live")
+            live = result["live_30fps"]
+            live["two_frame_intervals_ms"] = 2000 / 30
+            live["p95_within_two_intervals"] = bool(live["e2e_p95_ms"] <= 2000 / 30)
+    finally:
+        publisher.close()
+    # 3. Publisher throughput with vertices.
+    if args.publish_messages > 0:
+        num_vertices = int(getattr(body_model, "num_vertices", 0) or 6890)
+        result["publisher"] = [bench.publisher_throughput(num_vertices, args.publish_messages, dtype)
+                               for dtype in ("float32", "float16")]
+        paced = min(60, args.publish_messages)
+        result["publisher_latency_30hz"] = [bench.publisher_throughput(num_vertices, paced, dtype, rate_hz=30.0)
+                                            for dtype in ("float32", "float16")]
+    if not args.no_engine_bench:
+        if args.engine_bench_full or args.device != "cpu":
+            backends = None  # the pose benchmark's own list
+        else:
+            backends = ("litert",) if args.backend == "auto" else (args.backend,)
+        result["engines"] = bench.engine_benchmarks(args.device, backends)
+    if args.json:
+        print(json.dumps(result, default=_jsonable))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def argparse_copy(args, **changes):
+    import argparse
+
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def _jsonable(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)
+
+
+def _run_lines(title: str, s: dict) -> list[str]:
+    lines = [f"{title}: {s['frames_out']} frames, {s['throughput_fps']:.1f} fps, end-to-end p50 {s['e2e_p50_ms']:.1f} ms "
+             f"p95 {s['e2e_p95_ms']:.1f} ms max {s['e2e_max_ms']:.1f} ms, dropped {s['dropped_at_source']}, "
+             f"degrade level max {s['max_degrade_level']}"]
+    for name, st in s["stages"].items():
+        lines.append(f"    {name:<10} p50 {st['p50_ms']:7.2f} ms  p95 {st['p95_ms']:7.2f} ms  max {st['max_ms']:7.2f} ms  "
+                     f"overruns {st['overruns']}")
+    return lines
+
+
+def format_result(r: dict) -> str:
+    lines = [f"input: {r['input']}  ({r['machine']['cpu_count']} CPUs, torch threads {r['machine']['torch_threads']})"]
+    lines.append("stages alone: " + ", ".join(f"{k} {v['fps']:.1f} fps" for k, v in r["alone"].items()))
+    lines += _run_lines("offline pipeline", r["offline"])
+    lines.append(f"pipeline efficiency: {r['efficiency']:.2f} (end-to-end fps / slowest stage alone)")
+    if "long_offline" in r:
+        lines.append("longer clip, stages alone: " + ", ".join(f"{k} {v['fps']:.1f} fps" for k, v in r["long_alone"].items()))
+        lines += _run_lines(f"longer clip offline ({r['long_input']})", r["long_offline"])
+        lines.append(f"pipeline efficiency on the longer clip: {r['long_efficiency']:.2f}")
+        lines += _run_lines("live, 30 fps real time", r["live_30fps"])
+        lines.append(f"    p95 within two frame intervals (66.7 ms): {r['live_30fps']['p95_within_two_intervals']}")
+    for p in r.get("publisher", []):
+        lines.append(f"publisher, as fast as possible ({p['num_vertices']} vertices, {p['dtype']}): {p['messages_per_s']:.0f} msg/s, "
+                     f"{p['MB_per_s']:.0f} MB/s, {p['bytes_per_message'] / 1e3:.0f} kB/msg, received {p['received']}/{p['messages']}, "
+                     f"publish call p50 {p['publish_call_p50_ms']:.2f} ms p95 {p['publish_call_p95_ms']:.2f} ms")
+    for p in r.get("publisher_latency_30hz", []):
+        lines.append(f"publisher at 30 Hz ({p['dtype']}): added latency (publish call -> decoded by the subscriber) "
+                     f"p50 {p['added_latency_p50_ms']:.2f} ms p95 {p['added_latency_p95_ms']:.2f} ms, "
+                     f"received {p['received']}/{p['messages']}")
+    for name, value in r.get("engines", {}).items():
+        lines.append(f"{name}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Subscribe to a meshstream publisher and print what arrives.
+
+Prints the topology once (body model, joints, faces, intrinsics), then one line per frame:
+index, pts, people, arrays and latency (capture -> receipt, same machine only). With --json,
+one JSON object per line instead ({"topic", "header", "latency_ms"}; arrays described, not dumped).
+"""
+
+from __future__ import annotations
+
+NAME = "listen"
+HELP = "subscribe to a meshstream publisher and print one line per frame"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("address", metavar="ADDR", help="publisher address, e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("--count", type=int, default=None, metavar="N", help="exit after N frames")
+    parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="exit with an error if nothing arrives for S seconds (default: wait forever)")
+    parser.add_argument("--curve-keys", default=None, metavar="DIR",
+                        help="CURVE key folder with server.key and <client>.key_secret")
+    parser.add_argument("--client-name", default="client", help="which <name>.key_secret to use (default client)")
+    parser.add_argument("--slow", type=float, default=0.0, metavar="S",
+                        help="sleep S seconds after each frame (to see how a slow subscriber loses messages)")
+
+
+def _describe_meta(meta) -> str:
+    h = meta.header
+    faces = meta.arrays.get("faces")
+    intr = h.get("intrinsics", {})
+    return (f"topology: body model {h.get('body_model')}, {len(h.get('joint_names', []))} joints, "
+            f"{h.get('num_vertices', 0)} vertices, {0 if faces is None else len(faces)} faces, "
+            f"{len(h.get('keypoint_names', []))} keypoints, intrinsics fx={intr.get('fx', 0):.1f} "
+            f"fy={intr.get('fy', 0):.1f} {intr.get('width')}x{intr.get('height')}")
+
+
+def run(args) -> int:
+    import json
+    import sys
+    import time
+
+    from stream.cli import UserError
+    from stream.client import Subscriber, SubscriberError
+    from stream.protocol import ProtocolError
+
+    try:
+        sub = Subscriber(args.address, curve_keys_dir=args.curve_keys, client_name=args.client_name)
+    except SubscriberError as exc:
+        raise UserError(str(exc)) from exc
+    frames = 0
+    meta_printed = False
+    try:
+        while args.count is None or frames < args.count:
+            try:
+                message = sub.recv(args.timeout)
+            except ProtocolError as exc:
+                print(f"malformed message skipped: {exc}", file=sys.stderr)
+                continue
+            if message is None:
+                raise UserError(f"nothing received from {args.address} for {args.timeout} s "
+                                "(is the publisher running there? right port? CURVE keys?)")
+            now = time.monotonic_ns()
+            header = message.header
+            if message.kind == "meta":
+                if not meta_printed:
+                    meta_printed = True
+                    if args.json:
+                        print(json.dumps({"topic": message.topic, "header": header}), flush=True)
+                    else:
+                        print(_describe_meta(message), flush=True)
+                continue
+            frames += 1
+            latency_ms = (now - header["t_capture_ns"]) / 1e6
+            if args.json:
+                print(json.dumps({"topic": message.topic, "header": header, "latency_ms": round(latency_ms, 3)}),
+                      flush=True)
+            else:
+                arrays = " ".join(f"{name}{list(a.shape)}" for name, a in message.arrays.items())
+                pts_s = header["pts_s"] if header["pts_s"] is not None else float("nan")
+                print(f"frame {header['frame_index']:6d} seq {header['seq']:6d} pts {pts_s:8.3f} s "
+                      f"people {len(header['people'])} latency {latency_ms:7.1f} ms {arrays}", flush=True)
+            if args.slow:
+                time.sleep(args.slow)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        s = sub.stats
+        print(f"received {s['frames']} frames, {s['meta']} topology messages, missed {s['missed']}, "
+              f"malformed {s['malformed']}", file=sys.stderr)
+        sub.close()
+    return 0

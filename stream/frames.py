@@ -1,0 +1,83 @@
+"""Frame and per-frame result types that move through the pipeline.
+
+A :class:`Frame` is what a source produces: one decoded picture with its timestamps. A
+:class:`Person` is what the engines make of one person in it, filled in stage by stage
+(keypoints first, then body parameters when a lifter exists, then joints and vertices). A
+:class:`Packet` carries one frame and everything known about it from stage to stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One decoded video frame.
+
+    index: 0-based position in the source (counts decoded frames, also across reconnects).
+    pts_s: presentation time in seconds from the container's time base (None if unknown).
+    t_capture_ns: ``time.monotonic_ns()`` when the frame was handed to the pipeline.
+    image: (H, W, 3) uint8 RGB, C-contiguous.
+    """
+
+    index: int
+    pts_s: float | None
+    t_capture_ns: int
+    image: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass
+class Person:
+    """Everything known about one person in one frame; fields stay None until a stage fills them.
+
+    track_id: stable id across frames (-1 until tracking assigns one).
+    score: detection/presence confidence in [0, 1].
+    bbox: (4,) float32 x0, y0, x1, y1 in image pixels.
+    keypoints: (33, 3) float32 BlazePose keypoints: x, y in pixels, visibility in [0, 1].
+    world_landmarks: (33, 3) float32 metres, hip-centred.
+    mask: (H, W) float32 person probability, or None.
+    global_orient (3,), body_pose (23, 3): axis-angle radians, camera frame.
+    betas (10,); transl (3,) metres, camera frame.
+    joints (24, 3) and vertices (V, 3): metres, camera frame.
+    """
+
+    track_id: int = -1
+    score: float = 0.0
+    bbox: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    keypoints_z: np.ndarray | None = None
+    world_landmarks: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    global_orient: np.ndarray | None = None
+    body_pose: np.ndarray | None = None
+    betas: np.ndarray | None = None
+    transl: np.ndarray | None = None
+    joints: np.ndarray | None = None
+    vertices: np.ndarray | None = None
+
+
+@dataclass
+class Packet:
+    """One frame on its way through the pipeline.
+
+    people: filled by the pose stage and refined by later stages.
+    extra: free-form per-frame values a stage passes to later ones (declared in its outputs).
+    stage_ms: how long each stage spent on this frame, milliseconds.
+    """
+
+    frame: Frame
+    people: list[Person] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    stage_ms: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,182 @@
+"""The meshstream wire protocol (version 1): encoding and decoding of ZeroMQ messages.
+
+docs/PROTOCOL.md is the normative text; this module implements it. Every message is
+multipart: ``[topic, header, *buffers]``
+
+- topic: UTF-8, ``meshstream.frame`` (or ``meshstream.frame.<source>``) or ``meshstream.meta``;
+- header: one UTF-8 JSON object with ``v`` (protocol version), ``kind`` ("frame"/"meta"),
+  ``seq``, and ``arrays``: one ``{"name", "dtype", "shape"}`` per following buffer, in order;
+- buffers: raw C-order little-endian array bytes, exactly ``prod(shape) * itemsize`` each.
+
+:func:`encode` serializes a whole message before anything is sent; :func:`decode` validates
+and returns numpy views on the received buffers (no copy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+FRAME_TOPIC = "meshstream.frame"
+META_TOPIC = "meshstream.meta"
+
+# Wire dtype names -> little-endian numpy dtypes. Nothing else is allowed on the wire.
+DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "float64": np.dtype("<f8"),
+    "int32": np.dtype("<i4"), "int64": np.dtype("<i8"), "int16": np.dtype("<i2"),
+    "uint8": np.dtype("u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
+}
+_NAME_OF = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: name for name, dt in DTYPES.items()}
+
+FRAME_FIELDS = ("v", "kind", "seq", "frame_index", "pts_s", "t_capture_ns", "t_publish_ns", "people", "arrays")
+META_FIELDS = ("v", "kind", "seq", "arrays")
+
+# Per-person arrays of a frame message: name -> trailing shape (None = any length), rows = people.
+PERSON_ARRAYS: dict[str, tuple[int | None, ...]] = {
+    "keypoints": (33, 3), "global_orient": (3,), "body_pose": (23, 3), "betas": (None,),
+    "transl": (3,), "joints": (24, 3), "vertices": (None, 3),
+}
+
+
+class ProtocolError(ValueError):
+    """A message does not follow the protocol; the text says which part and why."""
+
+
+@dataclass
+class Message:
+    """A decoded message. ``arrays`` are read-only numpy views on the received buffers."""
+
+    topic: str
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    frames: Sequence[Any] = ()  # keeps the received buffers alive while arrays are in use
+
+    @property
+    def kind(self) -> str:
+        return self.header["kind"]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+def wire_dtype_name(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    key = dtype.newbyteorder("=") if dtype.itemsize > 1 else dtype
+    try:
+        return _NAME_OF[key]
+    except KeyError:
+        raise ProtocolError(f"dtype {dtype} cannot be sent; use one of {sorted(DTYPES)}") from None
+
+
+def _wire_array(array: np.ndarray) -> np.ndarray:
+    """C-contiguous little-endian version of ``array`` (no copy when it already is)."""
+    array = np.asarray(array)
+    name = wire_dtype_name(array.dtype)
+    return np.ascontiguousarray(array, dtype=DTYPES[name])
+
+
+def encode(topic: str, header: dict[str, Any], arrays: Sequence[tuple[str, np.ndarray]] = ()) -> list:
+    """Serialize one message: ``[topic bytes, header bytes, *buffers]``.
+
+    header: JSON-able fields; ``v`` is set if absent and ``arrays`` is filled from ``arrays``,
+    a sequence of (name, array). Buffers are returned as memoryviews of little-endian,
+    C-contiguous arrays (zero-copy when the input already is).
+    """
+    wire = [(name, _wire_array(a)) for name, a in arrays]
+    header = dict(header)
+    header.setdefault("v", PROTOCOL_VERSION)
+    header["arrays"] = [{"name": name, "dtype": wire_dtype_name(a.dtype), "shape": list(a.shape)} for name, a in wire]
+    try:
+        header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError as exc:
+        raise ProtocolError(f"header cannot be written as strict JSON (NaN or infinity?): {exc}") from exc
+    return [topic.encode("utf-8"), header_bytes, *(memoryview(a.reshape(-1).view(np.uint8)) for _, a in wire)]
+
+
+def _buffer(frame) -> memoryview:
+    if hasattr(frame, "buffer"):  # zmq.Frame
+        return frame.buffer
+    return memoryview(frame)
+
+
+def decode(frames: Sequence[Any], check_people: bool = True) -> Message:
+    """Validate and decode one received multipart message (bytes or zmq.Frame parts).
+
+    Arrays are numpy views on the received memory (no copy). Raises ProtocolError saying
+    what is wrong; the caller can go on receiving.
+    """
+    # 1. Framing: topic and header.
+    if len(frames) < 2:
+        raise ProtocolError(f"message has {len(frames)} part(s); expected [topic, header, *buffers]")
+    try:
+        topic = bytes(_buffer(frames[0])).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"topic is not UTF-8: {exc}") from exc
+    try:
+        header = json.loads(bytes(_buffer(frames[1])).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"header of {topic!r} is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header of {topic!r} is {type(header).__name__}, expected a JSON object")
+    # 2. Version and required fields.
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} in {topic!r}; this client reads version "
+                            f"{PROTOCOL_VERSION} (upgrade the older side)")
+    kind = header.get("kind")
+    required = FRAME_FIELDS if kind == "frame" else META_FIELDS if kind == "meta" else None
+    if required is None:
+        raise ProtocolError(f"unknown message kind {kind!r} in {topic!r} (expected 'frame' or 'meta')")
+    missing = [k for k in required if k not in header]
+    if missing:
+        raise ProtocolError(f"{kind} header lacks {missing}")
+    specs = header["arrays"]
+    buffers = frames[2:]
+    if not isinstance(specs, list) or len(specs) != len(buffers):
+        raise ProtocolError(f"header lists {len(specs) if isinstance(specs, list) else specs!r} arrays "
+                            f"but {len(buffers)} buffers follow")
+    # 3. Buffers: dtype, shape and size, then zero-copy views.
+    arrays: dict[str, np.ndarray] = {}
+    for i, (spec, frame) in enumerate(zip(specs, buffers)):
+        if not isinstance(spec, dict) or not {"name", "dtype", "shape"} <= spec.keys():
+            raise ProtocolError(f"arrays[{i}] must be an object with name, dtype and shape; got {spec!r}")
+        name, dtype_name, shape = spec["name"], spec["dtype"], spec["shape"]
+        if name in arrays:
+            raise ProtocolError(f"array name {name!r} appears twice")
+        if dtype_name not in DTYPES:
+            raise ProtocolError(f"array {name!r} has dtype {dtype_name!r}; allowed: {sorted(DTYPES)}")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ProtocolError(f"array {name!r} has shape {shape!r}; expected a list of non-negative ints")
+        dtype = DTYPES[dtype_name]
+        buf = _buffer(frame)
+        expected = math.prod(shape) * dtype.itemsize
+        if buf.nbytes != expected:
+            raise ProtocolError(f"array {name!r}: buffer has {buf.nbytes} bytes, shape {shape} {dtype_name} "
+                                f"needs {expected}")
+        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    # 4. Frame-specific checks: people and per-person arrays agree.
+    if kind == "frame" and check_people:
+        people = header["people"]
+        if not isinstance(people, list):
+            raise ProtocolError("frame header 'people' must be a list")
+        for j, person in enumerate(people):
+            if not isinstance(person, dict) or not {"id", "score", "bbox"} <= person.keys():
+                raise ProtocolError(f"people[{j}] must have id, score and bbox; got {person!r}")
+            if not (isinstance(person["bbox"], list) and len(person["bbox"]) == 4):
+                raise ProtocolError(f"people[{j}].bbox must be [x0, y0, x1, y1]")
+        for name, trailing in PERSON_ARRAYS.items():
+            if name not in arrays:
+                continue
+            shape = arrays[name].shape
+            ok = len(shape) == 1 + len(trailing) and shape[0] == len(people) and all(
+                t is None or t == n for t, n in zip(trailing, shape[1:]))
+            if not ok:
+                want = ["P"] + ["*" if t is None else t for t in trailing]
+                raise ProtocolError(f"array {name!r} has shape {list(shape)}; expected {want} with "
+                                    f"P = {len(people)} people")
+    return Message(topic, header, arrays, frames)

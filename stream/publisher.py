@@ -1,0 +1,307 @@
+"""ZeroMQ publisher of meshstream messages (protocol: docs/PROTOCOL.md).
+
+The publishing socket is an XPUB owned by one background thread. Producers (pipeline stages,
+in their own threads) serialize a whole message first, then hand it over a per-thread inproc
+PUSH socket without blocking: if the hand-over queue is full the message is dropped and
+counted, so publishing never blocks the pipeline. Subscribers that read too slowly lose
+messages at their high-water mark inside ZeroMQ; they see it as gaps in ``seq``.
+
+Topology for late joiners: the XPUB socket sees every subscription (XPUB_VERBOSE). When a
+subscription covers ``meshstream.meta`` (the exact topic or any prefix of it, including the
+empty "everything" subscription), the publisher sends the current topology at once; it also
+republishes it every ``meta_interval_s``. A subscriber asks again by unsubscribing from and
+resubscribing to ``meshstream.meta``.
+
+Optional CURVE (``curve_keys_dir``): the server's key pair is ``server.key_secret`` in that
+folder and the public keys allowed to subscribe are the ``*.key`` files in
+``authorized_clients/``; others complete no handshake and receive nothing.
+:func:`create_curve_keys` makes such a folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import zmq
+import zmq.auth
+
+from stream import protocol
+
+log = logging.getLogger("meshstream.publisher")
+
+
+class PublishError(Exception):
+    """The publisher could not start (bad address, port in use, bad keys)."""
+
+
+def create_curve_keys(directory: str | os.PathLike, clients: Sequence[str] = ("client",)) -> Path:
+    """Make a CURVE key folder: ``server.key``/``server.key_secret``, one pair per client
+    name, and ``authorized_clients/<name>.key`` (the public keys the server accepts)."""
+
+    directory = Path(directory)
+    authorized = directory / "authorized_clients"
+    authorized.mkdir(parents=True, exist_ok=True)
+    zmq.auth.create_certificates(directory, "server")
+    for name in clients:
+        public, _ = zmq.auth.create_certificates(directory, name)
+        (authorized / Path(public).name).write_bytes(Path(public).read_bytes())
+    return directory
+
+
+def _bind_error_message(address: str, exc: zmq.ZMQError) -> str:
+    if exc.errno == zmq.EADDRINUSE:
+        return f"cannot publish on {address}: the port is already in use (stop the other program or pick another port)"
+    if exc.errno in (zmq.EINVAL, zmq.EPROTONOSUPPORT) or "Invalid argument" in str(exc) or "not supported" in str(exc):
+        return (f"cannot publish on {address!r}: not a valid ZeroMQ address ({exc}); "
+                "use e.g. tcp://127.0.0.1:5556 or tcp://*:5556")
+    if exc.errno == zmq.EADDRNOTAVAIL or "No such device" in str(exc) or "Cannot assign" in str(exc):
+        return f"cannot publish on {address}: that network address is not on this machine ({exc})"
+    return f"cannot publish on {address}: {exc}"
+
+
+class Publisher:
+    """Publishes frame and meta messages on a ZeroMQ XPUB socket from a background thread.
+
+    address: where to bind, e.g. "tcp://127.0.0.1:5556". sndhwm: messages queued per
+    subscriber before ZeroMQ drops for that subscriber. handover_hwm: messages waiting for the
+    publisher thread before producers' messages are dropped (counted in ``dropped``).
+    meta_interval_s: topology republish period. linger_ms: how long close() may wait to flush.
+    """
+
+    def __init__(self, address: str = "tcp://127.0.0.1:5556", sndhwm: int = 32, handover_hwm: int = 64,
+                 meta_interval_s: float = 2.0, linger_ms: int = 500, curve_keys_dir: str | os.PathLike | None = None,
+                 topic: str = protocol.FRAME_TOPIC):
+        self.address = address
+        self.sndhwm = sndhwm
+        self.handover_hwm = handover_hwm
+        self.meta_interval_s = meta_interval_s
+        self.linger_ms = linger_ms
+        self.curve_keys_dir = Path(curve_keys_dir) if curve_keys_dir else None
+        self.topic = topic
+        self.context = zmq.Context()
+        self._inproc = f"inproc://meshstream-publisher-{id(self):x}"
+        self._local = threading.local()
+        self._pushers: list[zmq.Socket] = []
+        self._pushers_lock = threading.Lock()
+        self._meta_frames: list | None = None
+        self._meta_dirty = False
+        self._meta_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._auth = None
+        self._seq = 0
+        self._meta_seq = 0
+        # Counters (read from any thread).
+        self.sent = 0
+        self.dropped = 0
+        self.meta_sent = 0
+        self.subscriptions = 0
+        self.frame_subscriptions = 0
+        self.bound_address: str | None = None
+        self.error: BaseException | None = None  # set if the publishing thread failed
+
+    # 1. Life cycle ---------------------------------------------------------------------------
+    def start(self) -> "Publisher":
+        """Bind and start the publishing thread; raises PublishError with advice on failure."""
+        self._thread = threading.Thread(target=self._serve, name="publisher", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._terminate()
+            raise PublishError(str(self._start_error)) from self._start_error
+        return self
+
+    def close(self) -> None:
+        """Flush what is queued, then close every socket (each waits at most linger_ms)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5 + self.linger_ms / 1000)
+        self._terminate()
+
+    def _terminate(self) -> None:
+        with self._pushers_lock:
+            for sock in self._pushers:
+                sock.close(linger=0)
+            self._pushers.clear()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        self.context.term()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _make_socket(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+        sock.setsockopt(zmq.LINGER, self.linger_ms)
+        if self.curve_keys_dir is not None:
+
+            from zmq.auth.thread import ThreadAuthenticator
+
+            secret = self.curve_keys_dir / "server.key_secret"
+            authorized = self.curve_keys_dir / "authorized_clients"
+            if not secret.is_file() or not authorized.is_dir():
+                raise PublishError(f"CURVE key folder {self.curve_keys_dir} needs server.key_secret and "
+                                   "authorized_clients/*.key (make one with stream.publisher.create_curve_keys)")
+            self._auth = ThreadAuthenticator(self.context)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(authorized))
+            public, private = zmq.auth.load_certificate(secret)
+            sock.curve_secretkey = private
+            sock.curve_publickey = public
+            sock.curve_server = True
+        return sock
+
+    def _serve(self) -> None:
+        # 1. Sockets: XPUB bound to the user's address, PULL for hand-overs from producers.
+        try:
+            xpub = self._make_socket()
+            try:
+                xpub.bind(self.address)
+            except zmq.ZMQError as exc:
+                xpub.close(linger=0)
+                raise PublishError(_bind_error_message(self.address, exc)) from exc
+            self.bound_address = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            pull = self.context.socket(zmq.PULL)
+            pull.setsockopt(zmq.RCVHWM, self.handover_hwm)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.bind(self._inproc)
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(xpub, zmq.POLLIN)
+        poller.register(pull, zmq.POLLIN)
+        next_meta = time.monotonic() + self.meta_interval_s
+        try:
+            # 2. Loop: forward hand-overs, answer meta subscriptions, republish meta.
+            while not self._stop.is_set():
+                events = dict(poller.poll(timeout=50))
+                if xpub in events:
+                    self._read_subscriptions(xpub)
+                if pull in events:
+                    self._forward(pull, xpub)
+                if self._meta_dirty or time.monotonic() >= next_meta:
+                    self._send_meta(xpub)
+                    next_meta = time.monotonic() + self.meta_interval_s
+            # 3. Shutdown: forward what is already handed over, then close with linger.
+            while pull.poll(timeout=0):
+                self._forward(pull, xpub)
+        except Exception as exc:  # noqa: BLE001 - surfaced to producers by publish()
+            log.error("publisher thread failed: %s", exc)
+            self.error = exc
+        finally:
+            pull.close(linger=0)
+            xpub.close(linger=self.linger_ms)
+
+    def _read_subscriptions(self, xpub: zmq.Socket) -> None:
+        while True:
+            try:
+                event = xpub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01":
+                self.subscriptions += 1
+                prefix = event[1:]
+                if self.topic.encode().startswith(prefix) or prefix.startswith(self.topic.encode()):
+                    self.frame_subscriptions += 1
+                if protocol.META_TOPIC.encode().startswith(prefix):
+                    self._send_meta(xpub)
+
+    def _forward(self, pull: zmq.Socket, xpub: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            xpub.send_multipart(frames, copy=False)
+            self.sent += 1
+
+    def _send_meta(self, xpub: zmq.Socket) -> None:
+        with self._meta_lock:
+            frames = self._meta_frames
+            self._meta_dirty = False
+        if frames is not None:
+            xpub.send_multipart(frames, copy=True)
+            self.meta_sent += 1
+
+    # 2. Producers ----------------------------------------------------------------------------
+    def _pusher(self) -> zmq.Socket:
+        sock = getattr(self._local, "push", None)
+        if sock is None:
+            sock = self.context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, self.handover_hwm)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self._inproc)
+            self._local.push = sock
+            with self._pushers_lock:
+                self._pushers.append(sock)
+        return sock
+
+    def set_meta(self, fields: dict[str, Any], arrays: Sequence[tuple[str, np.ndarray]] = ()) -> None:
+        """Set (or replace) the topology message; it goes out at once to meta subscribers."""
+        header = {"kind": "meta", "seq": self._meta_seq, **fields, "meta_interval_s": self.meta_interval_s}
+        self._meta_seq += 1
+        frames = protocol.encode(protocol.META_TOPIC, header, arrays)
+        frames = [bytes(f) for f in frames]  # owned copy: resent many times
+        with self._meta_lock:
+            self._meta_frames = frames
+            self._meta_dirty = True
+
+    def publish(self, fields: dict[str, Any], arrays: Sequence[tuple[str, np.ndarray]] = (),
+                topic: str | None = None) -> bool:
+        """Publish one frame message without blocking. ``fields``: frame_index, pts_s,
+        t_capture_ns, people, ...; ``seq``, ``kind``, ``v`` and ``t_publish_ns`` are added.
+        Returns False if it was dropped (hand-over queue full). Raises PublishError if the
+        publishing thread has failed."""
+        if self.error is not None:
+            raise PublishError(f"publishing on {self.address} failed: {self.error}")
+        header = {"kind": "frame", "seq": self._seq, **fields, "t_publish_ns": time.monotonic_ns()}
+        self._seq += 1
+        frames = protocol.encode(topic or self.topic, header, arrays)  # 1. serialize everything
+        return self._handover(frames)  # 2. then send
+
+    def _handover(self, frames: list) -> bool:
+        try:
+            self._pusher().send_multipart(frames, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.dropped += 1
+            return False
+
+    def release_thread_socket(self) -> None:
+        """Close the calling thread's hand-over socket (call from a producer thread when done)."""
+        sock = getattr(self._local, "push", None)
+        if sock is not None:
+            self._local.push = None
+            with self._pushers_lock:
+                if sock in self._pushers:
+                    self._pushers.remove(sock)
+            sock.close(linger=1000)
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Wait until someone subscribes to frames (or ``timeout_s`` passes); True if someone did."""
+        deadline = time.monotonic() + timeout_s
+        while self.frame_subscriptions == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.frame_subscriptions > 0
+
+    def stats(self) -> dict:
+        return {"sent": self.sent, "dropped": self.dropped, "meta_sent": self.meta_sent,
+                "subscriptions": self.subscriptions}

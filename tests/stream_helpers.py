@@ -1,0 +1,61 @@
+"""Helpers for the stream tests: tiny clips made with PyAV, free ports, subprocess runners."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_clip(path: Path, frames: int = 12, width: int = 96, height: int = 64, fps: int = 30,
+              codec: str = "libx264", options: dict | None = None) -> Path:
+    """Write a small synthetic clip: a bright square moving over a gradient. Returns path."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast", "g": "4", **(options or {})}
+        stream.time_base = Fraction(1, fps)
+        ys, xs = np.mgrid[0:height, 0:width]
+        for i in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[..., 0] = (xs * 255 // max(1, width - 1)).astype(np.uint8)
+            image[..., 1] = (ys * 255 // max(1, height - 1)).astype(np.uint8)
+            x0 = (i * 5) % max(1, width - 16)
+            image[8:24, x0:x0 + 16] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def meshstream(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m stream ARGS`` from the repository root; returns the completed process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    kwargs.setdefault("timeout", 120)
+    return subprocess.run([sys.executable, "-m", "stream", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, **kwargs)
+
+
+def meshstream_popen(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stream", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)

@@ -1,0 +1,138 @@
+"""The SMPLify-style fit (engines/fit.py) and the per-frame reconstruction (stream/reconstruct.py)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engines.body import load_body_model
+from engines.body.sparse import LandmarkPoser
+from engines.fit import BodyFitter, GaussianPosePrior, project, solve_translation
+from engines.pose_prior import PosePrior
+from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+INTRINSICS = torch.tensor([[900.0, 0, 640], [0, 900.0, 360], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_body_model("open")
+
+
+@pytest.fixture(scope="module")
+def poser(model):
+    return LandmarkPoser(model)
+
+
+def _people(model, count, seed, pose_scale=0.3):
+    """Bodies standing about 4 m in front of the camera, upright, in random poses."""
+    g = torch.Generator().manual_seed(seed)
+    upright = axis_angle_to_matrix(torch.tensor([math.pi, 0.0, 0.0]))
+    turn = axis_angle_to_matrix(torch.randn(count, 3, generator=g) * torch.tensor([0.1, 0.8, 0.1]))
+    orient = matrix_to_axis_angle(turn @ upright)
+    pose = pose_scale * torch.randn(count, 23, 3, generator=g)
+    pose[:, [3, 4], 0] = pose[:, [3, 4], 0].abs()  # knees bend forwards
+    betas = 0.7 * torch.randn(count, 10, generator=g)
+    transl = torch.stack([torch.linspace(-1, 1, count), torch.full((count,), 0.2), torch.full((count,), 4.0)], 1)
+    return orient, pose, betas, transl
+
+
+def test_landmark_poser_equals_the_full_model(model, poser):
+    orient, pose, betas, transl = _people(model, 3, seed=0)
+    landmarks, joints = poser(orient, pose, betas, transl)
+    out = model(orient, pose, betas, transl)
+    assert torch.allclose(landmarks, out.landmarks, atol=1e-5)
+    assert torch.allclose(joints, out.joints, atol=1e-5)
+    assert poser.num_vertices_posed < model.num_vertices / 4
+
+
+def test_translation_is_solved_exactly_from_exact_projections(model):
+    orient, pose, betas, transl = _people(model, 2, seed=1)
+    out = model(orient, pose, betas, transl)
+    uv = project(out.landmarks, INTRINSICS)
+    centred = out.landmarks - transl[:, None]
+    recovered = solve_translation(centred, uv, torch.ones(2, 33), INTRINSICS)
+    assert torch.allclose(recovered, transl, atol=1e-3)
+
+
+def test_fit_recovers_pose_from_exact_keypoints_and_world_landmarks(model, poser):
+    orient, pose, betas, transl = _people(model, 3, seed=2)
+    out = model(orient, pose, betas, transl)
+    keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(3, 33, 1)], -1)
+    mid_hip = 0.5 * (out.landmarks[:, 23] + out.landmarks[:, 24])
+    world = out.landmarks - mid_hip[:, None]
+    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], pose_prior=GaussianPosePrior(PosePrior.load()),
+                        iterations=10)
+    result = fitter.fit(keypoints, INTRINSICS, betas, world_landmarks=world)
+    fitted = model(result.global_orient, result.body_pose, betas, result.transl)
+    # Landmarks (what the fit sees) land on the keypoints; joints (what it does not see) are close.
+    assert result.reprojection_px.max() < 2.0, result.reprojection_px
+    joint_error = ((fitted.joints - fitted.joints[:, :1]) - (out.joints - out.joints[:, :1])).norm(dim=-1).mean()
+    assert joint_error < 0.05, f"mean joint error {joint_error * 1000:.0f} mm"
+    assert (result.transl - transl).norm(dim=-1).max() < 0.15
+
+
+def test_fit_lowers_reprojection_error_and_never_returns_nan(model, poser):
+    orient, pose, betas, transl = _people(model, 2, seed=3, pose_scale=0.5)
+    out = model(orient, pose, betas, transl)
+    g = torch.Generator().manual_seed(4)
+    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 4 * torch.randn(2, 33, 2, generator=g),
+                           torch.rand(2, 33, 1, generator=g)], -1)
+    keypoints[1, :10] = float("nan")  # garbage in: the fit must still give finite numbers
+    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], iterations=0)
+    start = fitter.fit(keypoints, INTRINSICS, betas)
+    fitter.iterations = 8
+    result = fitter.fit(keypoints, INTRINSICS, betas)
+    assert torch.isfinite(result.global_orient).all() and torch.isfinite(result.body_pose).all()
+    assert torch.isfinite(result.transl).all()
+    assert (result.reprojection_px < start.reprojection_px).all(), (start.reprojection_px, result.reprojection_px)
+
+
+def test_warm_start_keeps_a_still_person_still(model, poser):
+    orient, pose, betas, transl = _people(model, 1, seed=5)
+    out = model(orient, pose, betas, transl)
+    keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
+    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], iterations=8)
+    first = fitter.fit(keypoints, INTRINSICS, betas)
+    second = fitter.fit(keypoints, INTRINSICS, betas, previous=(first.global_orient, first.body_pose, first.transl))
+    assert second.reprojection_px.item() <= first.reprojection_px.item() + 0.05
+    assert (second.transl - first.transl).norm() < 0.05
+
+
+def test_reconstructor_gives_no_body_when_keypoints_are_invisible(model):
+    from stream.reconstruct import BodyReconstructor
+
+    orient, pose, betas, transl = _people(model, 2, seed=6)
+    out = model(orient, pose, betas, transl)
+    uv = project(out.landmarks, INTRINSICS).numpy()
+    keypoints = np.concatenate([uv, np.ones((2, 33, 1), np.float32)], -1)
+    keypoints[1, :, 2] = 0.05  # the second person is not really seen
+    boxes = np.concatenate([uv.min(1), uv.max(1)], -1)
+    rec = BodyReconstructor(model, smoothing="none", fit_iterations=4)
+    result = rec(0.0, boxes, keypoints, INTRINSICS.numpy())
+    assert result.bodies[0] is not None and result.bodies[1] is None
+    assert np.isfinite(result.bodies[0].body_pose).all()
+    assert len(set(result.track_ids.tolist())) == 2
+    empty = rec(0.1, np.zeros((0, 4)), np.zeros((0, 33, 3)), INTRINSICS.numpy())
+    assert empty.bodies == [] and len(empty.track_ids) == 0
+
+
+def test_reconstructor_keeps_ids_and_shape_per_person_over_frames(model):
+    from stream.reconstruct import BodyReconstructor
+
+    orient, pose, betas, transl = _people(model, 2, seed=7)
+    rec = BodyReconstructor(model, smoothing="one-euro", fit_iterations=3)
+    seen = []
+    for frame in range(4):
+        moved = transl + torch.tensor([0.02 * frame, 0.0, 0.0])
+        out = model(orient, pose, betas, moved)
+        uv = project(out.landmarks, INTRINSICS).numpy()
+        keypoints = np.concatenate([uv, np.ones((2, 33, 1), np.float32)], -1)
+        boxes = np.concatenate([uv.min(1), uv.max(1)], -1)
+        order = [1, 0] if frame % 2 else [0, 1]  # detections come in any order
+        result = rec(frame / 30.0, boxes[order], keypoints[order], INTRINSICS.numpy())
+        seen.append(dict(zip([order[i] for i in range(2)], result.track_ids.tolist())))
+        for body in result.bodies:
+            assert body is not None and np.isfinite(body.transl).all()
+    assert all(s == seen[0] for s in seen), seen
