@@ -23,6 +23,7 @@ the camera frame, or None when the person gets no body.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,20 @@ class BodyReconstructor:
                                  iterations=fit_iterations)
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._shapes: dict[int, np.ndarray] = {}
+
+    def warm_up(self) -> None:
+        """Run one fit on a made-up person, so the first real frame does not pay the one-off
+        start-up costs (vectorised differentiation traces the code on first use)."""
+        from engines.fit import project
+
+        upright = torch.tensor([[math.pi, 0.0, 0.0]])
+        landmarks = self._poser(upright, torch.zeros(1, 23, 3), torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 3.0]]))[0]
+        intrinsics = torch.tensor([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+        keypoints = torch.cat([project(landmarks, intrinsics), torch.ones(1, 33, 1)], -1)
+        world = landmarks - 0.5 * (landmarks[:, 23] + landmarks[:, 24])[:, None]
+        first = self.fitter.fit(keypoints, intrinsics, torch.zeros(1, 10), world_landmarks=world)
+        self.fitter.fit(keypoints, intrinsics, torch.zeros(1, 10), world_landmarks=world,
+                        previous=(first.global_orient, first.body_pose, first.transl))
 
     def reset(self) -> None:
         """Forget every track (a new video)."""

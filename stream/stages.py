@@ -341,6 +341,7 @@ class LiftStage(Stage):
 
         self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter, smoothing=self.smoothing,
                                                refine=self.refine, fit_iterations=self.fit_iterations)
+        self.reconstructor.warm_up()
 
     def _intrinsics(self, frame) -> np.ndarray:
         given = getattr(self.context, "info", {}).get("intrinsics") if hasattr(self, "context") else None
