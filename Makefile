@@ -8,9 +8,14 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup models demo test bench clean
 
 setup: $(VENV)/.installed
+
+# The BlazePose networks: taken from the mediapipe wheel with pip, checked, converted once into
+# the cache (~/.cache/meshstream or $MESHSTREAM_CACHE). Quick when already there.
+models: setup
+	$(BIN)/meshstream models fetch
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +24,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: setup
-	$(BIN)/meshstream body --render out/body.png
+# The main job on the bundled sample clip: meshes published on tcp://127.0.0.1:5556
+# (watch them with `.venv/bin/meshstream listen tcp://127.0.0.1:5556` in another terminal),
+# then an offline pass writing out/sample.npz and the overlay video out/sample.mp4.
+demo: models
+	$(BIN)/meshstream run
+	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4
 
-test: setup
+test: models
 	$(BIN)/python -m pytest -q -ra
 
-bench: setup
+bench: models
 	$(BIN)/meshstream bench
 
 clean:
