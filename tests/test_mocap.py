@@ -37,9 +37,11 @@ Frame Time: 0.5
 """
 
 
-def _clip(trial: str) -> mocap.BvhClip:
+def _clip(trial: str, max_frames: int = 1500) -> mocap.BvhClip:
+    """A CMU clip, cut to its first max_frames frames (frame 0, the T-pose, kept) to stay fast."""
     info = next(c for c in mocap.list_clips("all") if c.trial == trial)
-    return mocap.read_bvh(info.path)
+    clip = mocap.read_bvh(info.path)
+    return mocap.BvhClip(clip.skeleton, clip.motion[:max_frames], clip.frame_time_s, clip.name)
 
 
 def _bone_angles_deg(joints_a: torch.Tensor, joints_b: torch.Tensor, children: list[int]) -> torch.Tensor:
