@@ -77,6 +77,9 @@ def test_smplx_file_body_equals_smplx_with_zero_hands_face_and_expression(smplx_
         torch.testing.assert_close(ours.joints[:, :22], theirs.joints[:, :22], atol=1e-5, rtol=0)
         # SMPL's hand joints sit at SMPL-X's middle-finger base knuckles (joints 28 and 43).
         torch.testing.assert_close(ours.joints[:, 22:], theirs.joints[:, [28, 43]], atol=1e-5, rtol=0)
+        # Landmarks on SMPL-X's published vertices (nose, eyes, ears, heels) after its 55 joints.
+        torch.testing.assert_close(ours.landmarks[:, [0, 2, 5, 7, 8, 29, 30]],
+                                   theirs.joints[:, [55, 57, 56, 59, 58, 62, 65]], atol=1e-5, rtol=0)
 
 
 def test_smplh_file_body_equals_smplx_smplh_with_flat_hands(tmp_path):

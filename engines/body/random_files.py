@@ -54,9 +54,8 @@ def _body_arrays(rng: np.random.Generator, num_vertices: int, parents: list[int]
     J_regressor = scipy.sparse.csc_matrix((vals, (rows, cols)), shape=(num_joints, num_vertices))
     # Each vertex skinned to 4 joints.
     weights = np.zeros((num_vertices, num_joints))
-    for vertex in range(num_vertices):
-        chosen = rng.choice(num_joints, size=4, replace=False)
-        weights[vertex, chosen] = rng.dirichlet(np.ones(4))
+    chosen = np.argsort(rng.random((num_vertices, num_joints)), axis=1)[:, :4]
+    np.put_along_axis(weights, chosen, rng.dirichlet(np.ones(4), size=num_vertices), axis=1)
     kintree_table = np.array([[_ROOT_PARENT] + parents[1:], list(range(num_joints))], dtype=np.int64)
     faces = rng.integers(0, num_vertices, size=(2 * num_vertices - 4, 3)).astype(np.uint32)
     return dict(v_template=v_template, shapedirs=shapedirs, posedirs=posedirs, J_regressor=J_regressor,
@@ -105,7 +104,9 @@ def write_plain_pickle(arrays: dict, path: Path) -> Path:
 
 def write_chumpy_pickle(arrays: dict, path: Path) -> Path:
     """The arrays pickled the way the official SMPL files are: numpy arrays wrapped in objects
-    whose class is ``chumpy.ch.Ch`` (state: the array in ``x`` plus chumpy's bookkeeping)."""
+    whose class is ``chumpy.ch.Ch`` (state: the array in ``x`` plus chumpy's bookkeeping), and
+    the joint regressor as a sparse matrix under SciPy's old module path
+    ``scipy.sparse.csc.csc_matrix`` (removed from current SciPy)."""
 
     class Ch:
         def __init__(self, x):
@@ -113,16 +114,23 @@ def write_chumpy_pickle(arrays: dict, path: Path) -> Path:
             self._dirty_vars = set()
             self._itr = None
 
-    Ch.__module__ = "chumpy.ch"
-    Ch.__qualname__ = "Ch"
-    fake_chumpy, fake_ch = types.ModuleType("chumpy"), types.ModuleType("chumpy.ch")
-    fake_ch.Ch = Ch
-    fake_chumpy.ch = fake_ch
-    saved = {name: sys.modules.get(name) for name in ("chumpy", "chumpy.ch")}
-    sys.modules["chumpy"], sys.modules["chumpy.ch"] = fake_chumpy, fake_ch
+    class csc_matrix:  # noqa: N801 - the name old SciPy pickled, under its old private module
+        def __init__(self, matrix):
+            self.__dict__.update(matrix.__dict__)
+
+    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+    csc_matrix.__module__, csc_matrix.__qualname__ = "scipy.sparse.csc", "csc_matrix"
+    fakes = {name: types.ModuleType(name) for name in ("chumpy", "chumpy.ch", "scipy.sparse.csc")}
+    fakes["chumpy.ch"].Ch = Ch
+    fakes["chumpy"].ch = fakes["chumpy.ch"]
+    fakes["scipy.sparse.csc"].csc_matrix = csc_matrix
+    saved = {name: sys.modules.get(name) for name in fakes}
+    sys.modules.update(fakes)
     try:
         wrapped = {key: Ch(value) if key in ("v_template", "shapedirs", "posedirs", "weights") else value
                    for key, value in arrays.items()}
+        if scipy.sparse.issparse(wrapped.get("J_regressor")):
+            wrapped["J_regressor"] = csc_matrix(scipy.sparse.csc_matrix(wrapped["J_regressor"]))
         with open(path, "wb") as handle:
             pickle.dump(wrapped, handle, protocol=2)
     finally:
