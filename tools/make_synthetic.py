@@ -413,7 +413,8 @@ def parse_args(argv=None):
                         help="accept motions the lifter trains on (not for the benchmark)")
     parser.add_argument("--body", default="open", help="body model (the open model: textures need its topology)")
     parser.add_argument("--contact-sheet", action="store_true", help="also write DIR/contact_sheet.png")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a busy machine more "
+                        "threads made it ten times slower; 0 keeps torch's default)")
     args = parser.parse_args(argv)
     try:
         args.width, args.height = (int(v) for v in args.size.lower().split("x"))
