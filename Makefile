@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup models demo test bench clean
+.PHONY: setup models demo test bench synthetic clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ test: models
 
 bench: models
 	$(BIN)/meshstream bench
+
+# The synthetic benchmark's clips with exact ground truth (docs/accuracy.md).
+synthetic: setup
+	$(BIN)/python tools/make_synthetic.py --out out/synthetic --seed 0 --contact-sheet
 
 clean:
 	rm -rf $(VENV) out
