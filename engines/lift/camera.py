@@ -56,9 +56,10 @@ def box_to_pixels(points: Tensor, boxes: Tensor) -> Tensor:
 def camera_to_translation(camera: Tensor, boxes: Tensor, intrinsics: Tensor) -> Tensor:
     """Weak-perspective camera (P,3) (s per metre, tx, ty metres) -> translation (P,3) metres.
 
-    boxes (P,4) pixels; intrinsics (3,3). See the module docstring for the formula.
+    boxes (P,4) pixels; intrinsics (3,3), or (P,3,3) one per person. See the module docstring
+    for the formula.
     """
-    fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+    fx, fy, cx, cy = intrinsics[..., 0, 0], intrinsics[..., 1, 1], intrinsics[..., 0, 2], intrinsics[..., 1, 2]
     centre_x, centre_y, side = square_boxes(boxes)
     scale = camera[:, 0].clamp(min=1e-3)
     depth = 2.0 * fx / (side * scale)
@@ -68,8 +69,11 @@ def camera_to_translation(camera: Tensor, boxes: Tensor, intrinsics: Tensor) -> 
 
 
 def translation_to_camera(translation: Tensor, boxes: Tensor, intrinsics: Tensor) -> Tensor:
-    """Translation (P,3) metres -> weak-perspective camera (P,3); inverts :func:`camera_to_translation`."""
-    fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+    """Translation (P,3) metres -> weak-perspective camera (P,3); inverts :func:`camera_to_translation`.
+
+    boxes (P,4) pixels; intrinsics (3,3) or (P,3,3).
+    """
+    fx, fy, cx, cy = intrinsics[..., 0, 0], intrinsics[..., 1, 1], intrinsics[..., 0, 2], intrinsics[..., 1, 2]
     centre_x, centre_y, side = square_boxes(boxes)
     depth = translation[:, 2].clamp(min=1e-3)
     scale = 2.0 * fx / (side * depth)
@@ -79,8 +83,13 @@ def translation_to_camera(translation: Tensor, boxes: Tensor, intrinsics: Tensor
 
 
 def project_points(points: Tensor, intrinsics: Tensor) -> Tensor:
-    """(P,N,3) camera-frame metres -> (P,N,2) pixels (pinhole; depth clamped at 1 mm)."""
+    """(P,N,3) camera-frame metres -> (P,N,2) pixels (pinhole; depth clamped at 1 mm).
+
+    intrinsics (3,3), or (P,3,3) one per person.
+    """
     z = points[..., 2:].clamp(min=1e-3)
-    focal = torch.stack([intrinsics[0, 0], intrinsics[1, 1]])
-    centre = torch.stack([intrinsics[0, 2], intrinsics[1, 2]])
+    focal = torch.stack([intrinsics[..., 0, 0], intrinsics[..., 1, 1]], -1)
+    centre = torch.stack([intrinsics[..., 0, 2], intrinsics[..., 1, 2]], -1)
+    if intrinsics.ndim == 3:
+        focal, centre = focal[:, None], centre[:, None]
     return points[..., :2] / z * focal + centre

@@ -4,7 +4,7 @@ Inputs, per person (P people, batched; every input is a tensor so the module exp
 
 - keypoints (P,33,3): BlazePose keypoints, x, y pixels and visibility in [0,1];
 - boxes (P,4): the person's box x0, y0, x1, y1 pixels (made square about its centre, see
-  :mod:`engines.lift.camera`); intrinsics (3,3) pixels;
+  :mod:`engines.lift.camera`); intrinsics (3,3) pixels (or (P,3,3), one per person, as in training);
 - world (P,33,3): BlazePose world landmarks, metres, hip-centred, camera-aligned axes (x right,
   y down, z away), with world_present (P,) 1.0 where given, 0.0 where not (the rows are ignored);
 - masks (P,64,64): the person mask cropped to the square box (see :func:`engines.lift.crop_masks`),
@@ -115,7 +115,7 @@ class LiftNetwork(nn.Module):
         visibility = keypoints[..., 2:3].clamp(0.0, 1.0)
         in_box = pixels_to_box(keypoints[..., :2], boxes).clamp(-4.0, 4.0)
         centre_x, centre_y, side = square_boxes(boxes)
-        fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+        fx, fy, cx, cy = intrinsics[..., 0, 0], intrinsics[..., 1, 1], intrinsics[..., 0, 2], intrinsics[..., 1, 2]
         ray = torch.stack([(centre_x - cx) / fx, (centre_y - cy) / fy, side / fx], -1)
         present = world_present.reshape(count, 1)
         world_in = torch.nan_to_num(world, nan=0.0).clamp(-2.0, 2.0).reshape(count, -1) * present
