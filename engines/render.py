@@ -80,7 +80,8 @@ class Mesh:
 
     vertices (V, 3) float metres; faces (F, 3) int vertex indices; optional vertex_colors (V, 3)
     in [0, 1]; optional uv (F, 3, 2) per-corner texture coordinates together with texture
-    (h, w, 3) uint8 RGB; optional vertex_normals (V, 3) (computed from the faces when absent).
+    (h, w, 3) uint8 RGB; optional vertex_normals (V, 3) (computed from the faces when absent);
+    repeat_texture: tile the texture for uv outside [0, 1] instead of clamping at its border.
     """
 
     vertices: object
@@ -89,6 +90,7 @@ class Mesh:
     uv: object = None
     texture: object = None
     vertex_normals: object = None
+    repeat_texture: bool = False  # wrap uv outside [0, 1] (tiling) instead of clamping
 
 
 @dataclass
@@ -352,7 +354,7 @@ def render(camera: Camera, meshes, background=None, light_dir=(0.0, 0.5, 1.0), a
             # the corners were reordered for flipped triangles: gather uv in the same order
             uv_corners = torch.gather(uv[local], 1, order[win_face[sel]][:, :, None].expand(-1, 3, 2))
             tuv = (uv_corners * w[:, :, None]).sum(dim=1)
-            albedo = _sample_bilinear(np.asarray(mesh.texture), tuv)
+            albedo = _sample_bilinear(np.asarray(mesh.texture), tuv, mesh.repeat_texture)
         elif mesh.vertex_colors is not None:
             colors = _as_tensor(mesh.vertex_colors, torch.float32)
             albedo = (colors[corner_ids] * w[:, :, None]).sum(dim=1)
@@ -363,16 +365,25 @@ def render(camera: Camera, meshes, background=None, light_dir=(0.0, 0.5, 1.0), a
     return RenderResult(image, depth, instance, face_map)
 
 
-def _sample_bilinear(texture: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
-    """Sample an (h, w, 3) uint8 texture at uv (P, 2) (v up, clamped) -> (P, 3) float in [0, 1]."""
+def _sample_bilinear(texture: np.ndarray, uv: torch.Tensor, repeat: bool = False) -> torch.Tensor:
+    """Sample an (h, w, 3) uint8 texture at uv (P, 2) (v up; clamped, or tiled when ``repeat``)
+    -> (P, 3) float in [0, 1]."""
     tex = torch.as_tensor(np.ascontiguousarray(texture))
     h, w = tex.shape[:2]
-    x = (uv[:, 0] * w - 0.5).clamp(0, w - 1)
-    y = ((1.0 - uv[:, 1]) * h - 0.5).clamp(0, h - 1)
-    x0 = x.floor().to(torch.int64)
-    y0 = y.floor().to(torch.int64)
-    x1 = (x0 + 1).clamp_max(w - 1)
-    y1 = (y0 + 1).clamp_max(h - 1)
+    if repeat:
+        x = torch.remainder(uv[:, 0] * w - 0.5, w)
+        y = torch.remainder((1.0 - uv[:, 1]) * h - 0.5, h)
+        x0 = x.floor().to(torch.int64).clamp(0, w - 1)
+        y0 = y.floor().to(torch.int64).clamp(0, h - 1)
+        x1 = (x0 + 1) % w
+        y1 = (y0 + 1) % h
+    else:
+        x = (uv[:, 0] * w - 0.5).clamp(0, w - 1)
+        y = ((1.0 - uv[:, 1]) * h - 0.5).clamp(0, h - 1)
+        x0 = x.floor().to(torch.int64)
+        y0 = y.floor().to(torch.int64)
+        x1 = (x0 + 1).clamp_max(w - 1)
+        y1 = (y0 + 1).clamp_max(h - 1)
     ax = (x - x0)[:, None]
     ay = (y - y0)[:, None]
     flat = tex.reshape(-1, 3).to(torch.float32)

@@ -180,3 +180,17 @@ def test_track_colors_are_stable_and_distinct():
     assert all(0.0 <= c <= 1.0 for rgb in colors for c in rgb)
     gaps = [np.abs(np.subtract(a, b)).max() for i, a in enumerate(colors) for b in colors[i + 1:]]
     assert min(gaps) > 0.1
+
+
+def test_repeat_texture_tiles_instead_of_clamping():
+    camera = Camera(1.0, 1.0, 0.0, 0.0, 8, 2)
+    vertices, faces = quad(-0.5, -0.5, 7.5, 1.5)
+    uv = np.array([[0, 0], [2, 0], [2, 1], [0, 1]], np.float32)[faces]  # two copies across the quad
+    texture = np.zeros((1, 2, 3), np.uint8)
+    texture[0, 1] = 200  # left half black, right half bright
+    tiled = render(camera, [Mesh(vertices, faces, uv=uv, texture=texture, repeat_texture=True)], ambient=1.0)
+    clamped = render(camera, [Mesh(vertices, faces, uv=uv, texture=texture)], ambient=1.0)
+    row = tiled.image[0, :, 0].astype(int)
+    # each copy of the texture spans four columns and runs from dark to bright.
+    assert row[0] < 60 and row[3] > 140 and row[4] < 60 and row[7] > 140
+    assert (clamped.image[0, 4:, 0] == 200).all()
