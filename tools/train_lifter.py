@@ -44,7 +44,7 @@ from engines.cache import cache_dir  # noqa: E402
 from engines.lift.camera import pixels_to_box, project_points  # noqa: E402
 from engines.lift.metrics import mpjpe, pa_mpjpe, pve  # noqa: E402
 from engines.lift.network import LiftNetwork  # noqa: E402
-from engines.lift.synthetic import HOLDOUT_FILE, SyntheticPeople, render_mask_bank  # noqa: E402
+from engines.lift.synthetic import HOLDOUT_FILE, SyntheticPeople, render_mask_bank, vertex_subset_model  # noqa: E402
 
 LOSS_WEIGHTS = {"vertices": 1.0, "joints": 1.0, "landmarks": 0.5, "reprojection": 0.5,
                 "rotations": 0.1, "betas": 0.01, "depth": 0.1}
@@ -56,18 +56,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gender", default="neutral", help="the model file to pick in a folder")
     parser.add_argument("--mocap", default=None, help="the mocap folder (INDEX.csv, cmu/); default engines.mocap.mocap_root()")
     parser.add_argument("--out", default=str(ROOT / "engines" / "lift" / "assets" / "lifter.pt"))
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps at most")
+    parser.add_argument("--minutes", type=float, default=35.0,
+                        help="training time at most: the learning-rate schedule runs on the larger of the "
+                             "step and time fractions, so the run ends decayed either way (0: steps only, "
+                             "which makes a run repeat exactly)")
+    parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--mask-fraction", type=float, default=0.25, help="share of each batch with a silhouette")
-    parser.add_argument("--mask-bank", type=int, default=6000, help="silhouettes rendered for training")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--mask-bank", type=int, default=2000, help="silhouettes rendered for training")
+    parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--validation-size", type=int, default=512)
-    parser.add_argument("--vertex-stride", type=int, default=8, help="the vertex loss uses every n-th vertex")
+    parser.add_argument("--vertex-stride", type=int, default=16,
+                        help="training poses every n-th vertex (and the landmarks' vertices) only")
     return parser.parse_args(argv)
 
 
@@ -122,15 +127,17 @@ def mask_bank(model, poses: torch.Tensor, count: int, seed: int, name: str) -> d
 
 
 # -- 3. losses ------------------------------------------------------------------------------------
-def losses(model, batch, outputs, vertex_subset: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The training losses (see the module docstring) of one batch, each a scalar."""
+def losses(model, batch, outputs) -> dict[str, torch.Tensor]:
+    """The training losses (see the module docstring) of one batch, each a scalar.
+
+    model: the body model that made ``batch`` (a vertex subset of the full one: every vertex counts).
+    """
     orient, body_pose, betas, transl, rotations, _camera = outputs
     body = model(orient, body_pose, betas, None)
     root_pred = body.joints[:, :1]
     root_true = batch.joints[:, :1]
     joints = (body.joints - root_pred - (batch.joints - root_true)).norm(dim=-1).mean()
-    vertices = ((body.vertices[:, vertex_subset] - root_pred)
-                - (batch.vertices[:, vertex_subset] - root_true)).norm(dim=-1).mean()
+    vertices = ((body.vertices - root_pred) - (batch.vertices - root_true)).norm(dim=-1).mean()
     landmarks = ((body.landmarks - root_pred) - (batch.landmarks - root_true)).norm(dim=-1).mean()
     predicted_uv = pixels_to_box(project_points(body.landmarks + transl[:, None], batch.intrinsics), batch.boxes)
     true_uv = pixels_to_box(project_points(batch.landmarks, batch.intrinsics), batch.boxes)
@@ -189,44 +196,56 @@ def main(argv=None) -> int:
     validation_masks = mask_bank(model, validation_poses, args.validation_size // 4, args.seed + 202, "validation")
     # 3. Training.
     generator = torch.Generator().manual_seed(args.seed)
-    people = SyntheticPeople(model, train_poses, generator, train_masks)
+    training_model, _ = vertex_subset_model(model, args.vertex_stride)
+    people = SyntheticPeople(training_model, train_poses, generator, train_masks)
     validation_people = SyntheticPeople(model, validation_poses, torch.Generator().manual_seed(args.seed + 1),
                                         validation_masks)
     validation_batches = [validation_people.sample(min(256, args.validation_size - i), with_masks=64)
                           for i in range(0, args.validation_size, 256)]
     network = LiftNetwork(width=args.width, blocks=args.blocks)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
-    warmup = min(200, args.steps // 10)
+    warmup = min(100, args.steps // 10)
+
+    time_limit = args.minutes * 60.0
+
+    def progress(step: int) -> float:
+        """Fraction of the run done: of the steps, or of the time limit when that is nearer."""
+        by_steps = step / args.steps
+        if time_limit <= 0:
+            return by_steps
+        return max(by_steps, (time.time() - train_start) / time_limit)
 
     def learning_rate(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, args.steps - warmup)
-        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
-    vertex_subset = torch.arange(0, model.num_vertices, args.vertex_stride)
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress(step))))
     with_masks = int(round(args.batch * args.mask_fraction)) if train_masks is not None else 0
     print(f"network: {sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters; "
           f"set-up {time.time() - started:.0f} s", flush=True)
     train_start = time.time()
     running: dict[str, float] = {}
     history = []
+    steps_done = 0
     for step in range(args.steps):
+        if step >= warmup and progress(step) >= 1.0:
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = args.lr * learning_rate(step)
         batch = people.sample(args.batch, with_masks=with_masks)
         outputs = run_network(network, batch)
-        terms = losses(model, batch, outputs, vertex_subset)
+        terms = losses(training_model, batch, outputs)
         total = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
         optimiser.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
         optimiser.step()
-        scheduler.step()
+        steps_done = step + 1
         for name, value in terms.items():
-            running[name] = 0.98 * running.get(name, float(value)) + 0.02 * float(value)
+            value = float(value.detach())
+            running[name] = 0.98 * running.get(name, value) + 0.02 * value
         if (step + 1) % 100 == 0:
             elapsed = time.time() - train_start
-            print(f"step {step + 1}/{args.steps} {elapsed:.0f} s  " +
+            print(f"step {step + 1}/{args.steps} {elapsed:.0f} s lr {optimiser.param_groups[0]['lr']:.2e}  " +
                   " ".join(f"{k} {v:.4f}" for k, v in running.items()), flush=True)
         if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             scores = validate(network, model, validation_batches)
@@ -234,16 +253,16 @@ def main(argv=None) -> int:
             print(f"validation at step {step + 1}: {scores}", flush=True)
     train_seconds = time.time() - train_start
     scores = validate(network, model, validation_batches)
-    history.append({"step": args.steps, **scores})
+    history.append({"step": steps_done, **scores})
     print(f"held-out clips, detector-like noise: {scores}", flush=True)
-    print(f"training time {train_seconds / 60:.1f} min on {args.threads} threads "
-          f"({train_seconds / args.steps:.2f} s/step)", flush=True)
+    print(f"training time {train_seconds / 60:.1f} min on {args.threads} threads, {steps_done} steps of "
+          f"{args.batch} ({train_seconds / max(1, steps_done):.2f} s/step)", flush=True)
     # 4. Save (float16 weights).
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {name: value.detach().half() if value.is_floating_point() else value
              for name, value in network.state_dict().items()}
-    metadata = {"body_model": model.model_id, "steps": args.steps, "batch": args.batch, "seed": args.seed,
+    metadata = {"body_model": model.model_id, "steps": steps_done, "batch": args.batch, "seed": args.seed,
                 "threads": args.threads, "training_seconds": round(train_seconds), "validation": scores,
                 "history": history, "holdout": list(holdout) if holdout else None,
                 "command": "python tools/train_lifter.py " + " ".join(argv if argv is not None else sys.argv[1:])}

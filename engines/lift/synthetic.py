@@ -290,9 +290,6 @@ class SyntheticPeople:
         body_pose = pose[:, 1:]
         betas = self._normal((fresh, 10)).clamp(-3.0, 3.0)
         intrinsics, size = self.sample_camera(fresh)
-        out = self.model(orient, body_pose, betas, None)
-        transl = self.place(out.vertices, intrinsics, size)
-        boxes = None
         masks = torch.zeros(count, MASK_SIZE, MASK_SIZE)
         mask_present = torch.zeros(count)
         if with_masks:
@@ -301,13 +298,15 @@ class SyntheticPeople:
             orient = torch.cat([bank["global_orient"][pick], orient])
             body_pose = torch.cat([bank["body_pose"][pick], body_pose])
             betas = torch.cat([bank["betas"][pick], betas])
-            transl = torch.cat([bank["transl"][pick], transl])
             intrinsics = torch.cat([bank["intrinsics"][pick], intrinsics])
             size = torch.cat([bank["image_size"][pick], size])
             masks[:with_masks] = degrade_masks(bank["masks"][pick].float(), self.generator, self.noise)
             mask_present[:with_masks] = (torch.rand(with_masks, generator=self.generator) < 0.9).float()
             masks = masks * mask_present[:, None, None]
-            out = self.model(orient, body_pose, betas, None)
+        out = self.model(orient, body_pose, betas, None)
+        transl = self.place(out.vertices[with_masks:], intrinsics[with_masks:], size[with_masks:])
+        if with_masks:
+            transl = torch.cat([bank["transl"][pick], transl])
         vertices = out.vertices + transl[:, None]
         joints = out.joints + transl[:, None]
         landmarks = out.landmarks + transl[:, None]
@@ -380,3 +379,79 @@ def render_mask_bank(model, people: SyntheticPeople, count: int, chunk: int = 64
     bank = {key: torch.cat(parts[key]) for key in keys}
     bank["masks"] = torch.stack(parts["masks"])
     return bank
+
+
+def vertex_subset_model(model, stride: int = 4):
+    """A copy of an engines.body BodyModel that poses only every ``stride``-th vertex (plus the
+    vertices its landmarks use), with the same joints and landmarks: training's loss and the
+    synthetic observations need no more, and skinning costs in proportion to the vertices.
+
+    Returns (the sub-model, (V',) int64 indices of its vertices in the full model).
+    """
+    from engines.body.model import BodyModel, LandmarkRegressor
+
+    landmark_vertices = torch.cat([model.landmarks_vertex_index.reshape(-1), model.landmarks_coco_vertex_index.reshape(-1)])
+    keep = torch.unique(torch.cat([torch.arange(0, model.num_vertices, stride), landmark_vertices]))
+    position = torch.full((model.num_vertices,), -1, dtype=torch.int64)
+    position[keep] = torch.arange(keep.shape[0])
+    count = keep.shape[0]
+
+    def per_vertex(flat: Tensor, columns: int) -> np.ndarray:   # (C, V*3) -> (V',3,C)
+        return flat.double().T.reshape(model.num_vertices, 3, columns)[keep].numpy()
+
+    def regressor(name: str) -> LandmarkRegressor:
+        return LandmarkRegressor(position[getattr(model, f"{name}_vertex_index")].numpy(),
+                                 getattr(model, f"{name}_vertex_weight").double().numpy(),
+                                 getattr(model, f"{name}_joint_weight").double().numpy())
+
+    posedirs = None if model.posedirs is None else per_vertex(model.posedirs, model.posedirs.shape[0])
+    sub = BodyModel(
+        v_template=model.v_template[keep].double().numpy(), shapedirs=per_vertex(model.shapedirs, 10),
+        J_regressor=np.full((24, count), 1.0 / count), lbs_weights=model.lbs_weights[keep].double().numpy(),
+        faces=np.array([[0, 1, 2]]), landmarks=regressor("landmarks"), landmarks_coco=regressor("landmarks_coco"),
+        model_id=model.model_id + f"-subset{stride}", posedirs=posedirs, parents=tuple(int(p) for p in model.parents),
+        dtype=model.dtype,
+    )
+    with torch.no_grad():  # the joints come from the full mesh
+        sub.j_template.copy_(model.j_template)
+        sub.j_shapedirs.copy_(model.j_shapedirs)
+    return sub, keep
+
+
+@torch.no_grad()
+def make_sequence(model, people: SyntheticPeople, pose: Tensor, transl: Tensor) -> SyntheticBatch:
+    """One person moving through a motion-capture sequence in front of one fixed camera.
+
+    pose (F,24,3) model-frame axis-angle and transl (F,3) metres (SMPL convention) of one clip,
+    e.g. from engines.mocap.load_clip with the model's rest joints. One shape, camera, heading and
+    placement (chosen from the first frame) hold for the whole sequence; the keypoint noise,
+    world-landmark noise and their presence are drawn per frame from ``people`` (its noise
+    setting applies). No silhouettes. Returns a SyntheticBatch of F frames.
+    """
+    frames = pose.shape[0]
+    generator = people.generator
+    heading = rotation_about(1, (torch.rand(1, generator=generator) * 2 - 1) * math.pi)
+    upright = rotation_about(0, torch.full((1,), math.pi))
+    elevation = rotation_about(0, (people._normal(1, math.radians(12.0))).clamp(-0.6, 0.6))
+    turn = (elevation @ upright @ heading)[0]                                           # (3,3)
+    orient = matrix_to_axis_angle(turn @ axis_angle_to_matrix(pose[:, 0].float()))
+    body_pose = pose[:, 1:].float()
+    betas = people._normal((1, 10)).clamp(-3.0, 3.0).expand(frames, -1).contiguous()
+    intrinsics, size = people.sample_camera(1)
+    out = model(orient, body_pose, betas, None)
+    # Pelvis path: the clip's, turned with the body, relative to the first frame.
+    pelvis = (transl.float() - transl[:1].float()) @ turn.T                             # (F,3)
+    first = people.place(out.vertices[:1] + pelvis[:1, None], intrinsics, size)         # (1,3)
+    shift = first + pelvis
+    # Keep the whole sequence in front of the camera.
+    shift[:, 2] = shift[:, 2].clamp(min=float(first[0, 2]) * 0.5)
+    intrinsics, size = intrinsics.expand(frames, -1, -1).contiguous(), size.expand(frames, -1).contiguous()
+    vertices = out.vertices + shift[:, None]
+    joints = out.joints + shift[:, None]
+    landmarks = out.landmarks + shift[:, None]
+    keypoints, boxes = people.observe(landmarks, vertices, intrinsics, size, None)
+    world, world_present = people.world_landmarks(landmarks)
+    rotations = axis_angle_to_matrix(torch.cat([orient[:, None], body_pose], 1))
+    empty = torch.zeros(frames, MASK_SIZE, MASK_SIZE)
+    return SyntheticBatch(orient, body_pose, betas, shift, rotations, vertices, joints, landmarks, intrinsics,
+                          size, boxes, keypoints, world, world_present, empty, torch.zeros(frames))
