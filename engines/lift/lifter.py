@@ -21,11 +21,11 @@ from engines.lift.network import MASK_SIZE, NUM_KEYPOINTS, LiftNetwork
 ASSET_PATH = Path(__file__).resolve().parent / "assets" / "lifter.pt"
 
 # The rule for "no body": a keypoint counts as visible at visibility >= VISIBLE_THRESHOLD; a person
-# needs at least MIN_VISIBLE_KEYPOINTS of the 33 visible, and at least 2 of the 4 torso keypoints
+# needs at least MIN_VISIBLE_KEYPOINTS of the 33 visible, and at least one of the 4 torso keypoints
 # (shoulders, hips), to be lifted.
 VISIBLE_THRESHOLD = 0.5
 MIN_VISIBLE_KEYPOINTS = 8
-MIN_VISIBLE_TORSO = 2
+MIN_VISIBLE_TORSO = 1
 _TORSO = (11, 12, 23, 24)
 
 

@@ -207,7 +207,11 @@ class SyntheticPeople:
 
     # -- 4./5. observations -------------------------------------------------------------------
     def hidden_landmarks(self, vertices: Tensor, landmarks: Tensor, intrinsics: Tensor, grid: int = 32) -> Tensor:
-        """(B,33) bool: landmarks more than 8 cm behind the body's nearest surface (a vertex z-buffer)."""
+        """(B,33) bool: landmarks more than 16 cm behind the body's nearest surface (a vertex z-buffer).
+
+        Joint-like landmarks (hips, shoulders, knees) lie 5-12 cm inside the body, so a smaller
+        margin would hide them whenever they face the camera.
+        """
         count = vertices.shape[0]
         uv = _project(vertices, intrinsics)
         uv_lm = _project(landmarks, intrinsics)
@@ -221,7 +225,7 @@ class SyntheticPeople:
         depth = torch.full((count, grid * grid), float("inf"))
         depth = depth.scatter_reduce(1, cell(uv), vertices[..., 2], reduce="amin")
         front = depth.gather(1, cell(uv_lm))
-        return landmarks[..., 2] > front + 0.08
+        return landmarks[..., 2] > front + 0.16
 
     def observe(self, landmarks: Tensor, vertices: Tensor, intrinsics: Tensor, size: Tensor,
                 boxes: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -424,7 +428,7 @@ def make_sequence(model, people: SyntheticPeople, pose: Tensor, transl: Tensor) 
 
     pose (F,24,3) model-frame axis-angle and transl (F,3) metres (SMPL convention) of one clip,
     e.g. from engines.mocap.load_clip with the model's rest joints. One shape, camera, heading and
-    placement (chosen from the first frame) hold for the whole sequence; the keypoint noise,
+    placement (framing the whole path) hold for the whole sequence; the keypoint noise,
     world-landmark noise and their presence are drawn per frame from ``people`` (its noise
     setting applies). No silhouettes. Returns a SyntheticBatch of F frames.
     """
@@ -439,12 +443,11 @@ def make_sequence(model, people: SyntheticPeople, pose: Tensor, transl: Tensor) 
     betas = people._normal((1, 10)).clamp(-3.0, 3.0).expand(frames, -1).contiguous()
     intrinsics, size = people.sample_camera(1)
     out = model(orient, body_pose, betas, None)
-    # Pelvis path: the clip's, turned with the body, relative to the first frame.
+    # Pelvis path: the clip's, turned with the body, relative to the first frame; the camera
+    # frames the whole path (all frames' vertices together), so the person stays in view.
     pelvis = (transl.float() - transl[:1].float()) @ turn.T                             # (F,3)
-    first = people.place(out.vertices[:1] + pelvis[:1, None], intrinsics, size)         # (1,3)
-    shift = first + pelvis
-    # Keep the whole sequence in front of the camera.
-    shift[:, 2] = shift[:, 2].clamp(min=float(first[0, 2]) * 0.5)
+    path = (out.vertices[:, ::8] + pelvis[:, None]).reshape(1, -1, 3)
+    shift = people.place(path, intrinsics, size) + pelvis
     intrinsics, size = intrinsics.expand(frames, -1, -1).contiguous(), size.expand(frames, -1).contiguous()
     vertices = out.vertices + shift[:, None]
     joints = out.joints + shift[:, None]
