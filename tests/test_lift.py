@@ -90,6 +90,16 @@ def test_network_exports_with_a_dynamic_batch():
         assert exported[0].shape == (count, 3) and exported[1].shape == (count, 23, 3)
         for a, b in zip(eager[:4], exported[:4]):
             assert torch.allclose(a, b, atol=1e-5)
+    # Every input batch-first (per-person intrinsics), as engines.backends' network specs want.
+    def batch_first(count):
+        values = list(inputs(count))
+        values[2] = values[2].expand(count, 3, 3).contiguous()
+        return tuple(values)
+
+    program = export(network, batch_first(2), dynamic_shapes=(per_person,) * 7)
+    eager = network(*batch_first(4))
+    exported = program.module()(*batch_first(4))
+    assert torch.allclose(eager[3], exported[3], atol=1e-5) and exported[3].shape == (4, 3)
 
 
 def test_nobody_visible_or_all_keypoints_invisible_yields_no_body():
