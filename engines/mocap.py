@@ -6,15 +6,18 @@ conversion). See ../shared/data/mocap/README.md.
 
 Retargeting in one paragraph: each of SMPL's 24 joints is mapped to a point of the mocap
 skeleton (a joint, or a point on a bone) and to a mocap joint whose rotation supplies its
-twist. Per frame, every SMPL bone is turned to point the way the mocap's mapped points point
-(direction matching, so limb directions are reproduced exactly whatever the proportions of the
-target skeleton); the two joints with three children (pelvis, spine3) take the rotation that
-best fits their three child directions (weighted Kabsch); the rotation about a bone's own axis,
-and the orientation of the five leaf joints (head, hands, feet), come from the mocap's own joint
-rotations relative to its T-pose. The root follows the mocap's hips, scaled by the ratio of the
-two skeletons' heights. Axes: the cgspeed CMU BVH frame is already SMPL's canonical frame (y
-up, the T-pose facing +z, its left side at +x; checked by a test), so the change of axes is the
-identity, kept as an explicit matrix for other sources.
+twist (CMU_TO_SMPL). Per frame, the limb bones of the target (thighs, shins, upper arms,
+forearms, hands) are turned to point exactly the way the mocap's mapped points point (direction
+matching, whatever the target's proportions); the torso, neck, collars and feet, whose bones
+differ in anatomy between the two skeletons, turn as the mocap's turned since its T-pose, so at
+the T-pose the target stands in its own rest pose instead of copying, say, CMU's chest-to-
+shoulder bone into a shrug. The joints with three children (pelvis, spine3) take a weighted
+Kabsch fit of their child directions; the rotation about a bone's own axis, and the orientation
+of the five leaf joints (head, hands, feet), come from the mocap's own joint rotations relative
+to its T-pose. The root follows the mocap's hips, scaled by the ratio of the two skeletons'
+heights. Axes: the cgspeed CMU BVH frame is already SMPL's canonical frame (y up, the T-pose
+facing +z, its left side at +x; checked by a test), so the change of axes is the identity,
+kept as an explicit matrix for other sources.
 """
 
 from __future__ import annotations
@@ -255,10 +258,16 @@ class JointSource:
     rotation: the mocap joint whose global rotation (relative to the T-pose) gives this SMPL
         joint's twist about its bone (or, for a leaf, its whole orientation): the mocap joint
         that drives the segment from this point towards the child's point.
+    mode: "direction": the SMPL bone(s) leaving this joint point exactly as the mocap's do
+        (limbs, where both skeletons have the same bone); "relative": they turn as the mocap's
+        turned since its T-pose, so the target keeps its own rest shape at the T-pose (torso,
+        neck, collars, feet, where the two skeletons' bones differ in anatomy and a copied
+        direction would bake in a constant shrug or tilt).
     """
 
     position: tuple[str, str, float]
     rotation: str
+    mode: str = "direction"
 
 
 def _at(name: str) -> tuple[str, str, float]:
@@ -267,25 +276,28 @@ def _at(name: str) -> tuple[str, str, float]:
 
 # The mapping from the cgspeed CMU skeleton to SMPL's 24 joints (SMPL order). CMU branches the
 # neck and both shoulders at Spine1, so Spine1 is SMPL's spine3; SMPL's spine2 is the middle
-# of the Spine -> Spine1 bone; SMPL's collars lie 40% of the way along CMU's Spine1 -> LeftArm
-# bone (CMU has no clavicle joint of its own); SMPL's hands are CMU's LeftHandIndex1 (the
-# knuckles), whose bone from the wrist the CMU LeftFingerBase joint drives.
+# of the Spine -> Spine1 bone; CMU bends its spine at the hip centre (LowerBack) and its neck
+# at Spine1 (Neck), so SMPL's spine1 and neck sit just past those bends (10% along the bone),
+# which keeps the SMPL tree's rigid pelvis and spine3 from displacing the joints above them;
+# SMPL's collars lie 40% of the way along CMU's Spine1 -> LeftArm bone (CMU has no clavicle
+# joint of its own); SMPL's hands are CMU's LeftHandIndex1 (the knuckles), whose bone from the
+# wrist the CMU LeftFingerBase joint drives.
 CMU_TO_SMPL: dict[str, JointSource] = {
-    "pelvis": JointSource(_at("Hips"), "Hips"),
+    "pelvis": JointSource(_at("Hips"), "Hips", "relative"),
     "left_hip": JointSource(_at("LeftUpLeg"), "LeftUpLeg"),
     "right_hip": JointSource(_at("RightUpLeg"), "RightUpLeg"),
-    "spine1": JointSource(("LowerBack", "Spine", 0.1), "Spine"),
+    "spine1": JointSource(("LowerBack", "Spine", 0.1), "Spine", "relative"),
     "left_knee": JointSource(_at("LeftLeg"), "LeftLeg"),
     "right_knee": JointSource(_at("RightLeg"), "RightLeg"),
-    "spine2": JointSource(("Spine", "Spine1", 0.5), "Spine"),
-    "left_ankle": JointSource(_at("LeftFoot"), "LeftFoot"),
-    "right_ankle": JointSource(_at("RightFoot"), "RightFoot"),
-    "spine3": JointSource(_at("Spine1"), "Spine1"),
+    "spine2": JointSource(("Spine", "Spine1", 0.5), "Spine", "relative"),
+    "left_ankle": JointSource(_at("LeftFoot"), "LeftFoot", "relative"),
+    "right_ankle": JointSource(_at("RightFoot"), "RightFoot", "relative"),
+    "spine3": JointSource(_at("Spine1"), "Spine1", "relative"),
     "left_foot": JointSource(_at("LeftToeBase"), "LeftToeBase"),
     "right_foot": JointSource(_at("RightToeBase"), "RightToeBase"),
-    "neck": JointSource(("Neck", "Neck1", 0.1), "Neck1"),
-    "left_collar": JointSource(("Spine1", "LeftArm", 0.4), "LeftShoulder"),
-    "right_collar": JointSource(("Spine1", "RightArm", 0.4), "RightShoulder"),
+    "neck": JointSource(("Neck", "Neck1", 0.1), "Neck1", "relative"),
+    "left_collar": JointSource(("Spine1", "LeftArm", 0.4), "LeftShoulder", "relative"),
+    "right_collar": JointSource(("Spine1", "RightArm", 0.4), "RightShoulder", "relative"),
     "head": JointSource(_at("Head"), "Head"),
     "left_shoulder": JointSource(_at("LeftArm"), "LeftArm"),
     "right_shoulder": JointSource(_at("RightArm"), "RightArm"),
@@ -433,12 +445,13 @@ def retarget(
     Returns an SmplMotion at the clip's frame rate. Steps:
       1. mocap FK -> global rotations and positions, into SMPL's axes; mapped points P (F,24,3);
          each mapped joint's rotation relative to the T-pose, Q = R(t) R(T)^T.
-      2. per SMPL joint, in tree order, its global rotation G:
-         - one child c: G = A Q, A the smallest rotation taking Q * (rest direction to c) onto
-           the mocap direction P[c] - P[j]; the bone points exactly as the mocap's, its twist
-           is the mocap's;
-         - several children (pelvis, spine3): weighted Kabsch of the rest directions onto the
-           mocap directions;
+      2. per SMPL joint, in tree order, its global rotation G, with u the reference direction
+         of each bone (the target's rest direction in "direction" mode, the mocap's T-pose
+         direction in "relative" mode):
+         - one child c: G = A Q, A the smallest rotation taking Q u onto the mocap direction
+           P[c] - P[j]; in "direction" mode the bone then points exactly as the mocap's; the
+           twist about it is the mocap's;
+         - several children (pelvis, spine3): weighted Kabsch of the u onto the mocap directions;
          - a leaf (head, hands, feet): G = Q, the mocap joint's own rotation since the T-pose.
       3. local rotations G_parent^T G -> axis-angle; root translation from the scaled hips.
     """
@@ -465,37 +478,40 @@ def retarget(
         ref_rot, ref_pos = global_rot[tpose_frame : tpose_frame + 1], positions[tpose_frame : tpose_frame + 1]
         keep = [f for f in range(clip.num_frames) if f != tpose_frame]
     points = mapped_points(skeleton, positions)[keep]  # (F, 24, 3)
+    ref_points = mapped_points(skeleton, ref_pos)[0]  # (24, 3), the T-pose
     source_index = [skeleton.index(CMU_TO_SMPL[n].rotation) for n in SMPL_JOINT_NAMES]
     relative = global_rot[keep][:, source_index] @ ref_rot[:, source_index].transpose(-1, -2)  # (F, 24, 3, 3)
     frames = points.shape[0]
     if frames == 0:
         raise ValueError(f"clip {clip.name!r} has no frames besides its T-pose")
 
-    # 2. Global rotations of the target's joints.
+    # 2. Global rotations of the target's joints. A bone's reference direction is the target's
+    #    rest direction ("direction" mode: the bone ends up pointing as the mocap's) or the
+    #    mocap's own T-pose direction ("relative": it turns as the mocap's turned).
     rest_bones = rest - rest[torch.tensor([max(p, 0) for p in SMPL_PARENTS])]
+    tpose_bones = ref_points - ref_points[torch.tensor([max(p, 0) for p in SMPL_PARENTS])]
     globals_: list[Tensor] = []
-    for joint in range(NUM_SMPL_JOINTS):
+    for joint, name in enumerate(SMPL_JOINT_NAMES):
         children = _CHILDREN[joint]
+        reference = tpose_bones if CMU_TO_SMPL[name].mode == "relative" else rest_bones
         if not children:
             globals_.append(relative[:, joint])
         elif len(children) == 1:
             child = children[0]
             mocap_dir = _unit(points[:, child] - points[:, joint])
-            twisted_rest = (relative[:, joint] @ _unit(rest_bones[child]))
-            align = rotation_between(twisted_rest, mocap_dir)
-            globals_.append(align @ relative[:, joint])
+            twisted = relative[:, joint] @ _unit(reference[child])
+            globals_.append(rotation_between(twisted, mocap_dir) @ relative[:, joint])
         else:
             weights = torch.tensor([CHILD_WEIGHTS[SMPL_JOINT_NAMES[c]] for c in children], dtype=torch.float64)
             mocap_dirs = _unit(points[:, children] - points[:, joint : joint + 1])
-            globals_.append(fit_rotation(_unit(rest_bones[children]), mocap_dirs, weights))
+            globals_.append(fit_rotation(_unit(reference[children]), mocap_dirs, weights))
     global_mats = torch.stack(globals_, dim=1)  # (F, 24, 3, 3)
 
     # 3. Local rotations and the root translation.
     parent_mats = global_mats[:, [max(p, 0) for p in SMPL_PARENTS[1:]]]
     local = parent_mats.transpose(-1, -2) @ global_mats[:, 1:]
     if scale is None:
-        mocap_rest = mapped_points(skeleton, ref_pos)[0]
-        scale = skeleton_height(rest) / skeleton_height(mocap_rest)
+        scale = skeleton_height(rest) / skeleton_height(ref_points)
     transl = scale * points[:, 0] - rest[0]
     return SmplMotion(
         global_orient=_float32(rotations.matrix_to_axis_angle(global_mats[:, 0])),

@@ -9,13 +9,13 @@ and the nearest surface per pixel is chosen with one ``scatter_reduce(amin)`` ov
 Conventions
 -----------
 - Camera frame: x right, y down, z forward (OpenCV), metres. Pinhole projection
-  ``u = fx * x / z + cx``, ``v = fy * y / z + cy`` in pixels, where integer (u, v) is the
-  *centre* of pixel (column u, row v) (OpenCV's convention): the image spans
-  [-0.5, width - 0.5] x [-0.5, height - 0.5].
+  ``u = fx * x / z + cx``, ``v = fy * y / z + cy`` in pixels, where pixel (column i, row j)
+  covers [i, i + 1) x [j, j + 1) and its centre is (i + 0.5, j + 0.5): the image spans
+  [0, width] x [0, height] (the convention of MediaPipe's landmarks and of engines/pose), so a
+  centred camera has cx = width / 2, cy = height / 2.
 - Coverage: a pixel is covered when its centre is inside the triangle; a centre exactly on an
   edge belongs to the triangle whose edge is a top or left edge (the top-left rule), so two
-  triangles sharing an edge never both claim a pixel and a quad from u=a to u=b covers the
-  columns a .. b-1 when a and b are integers.
+  triangles sharing an edge never both claim a pixel.
 - Near plane: a triangle with any vertex at z <= ``near`` is dropped whole (no clipping). Meshes
   are expected in front of the camera; a body partly behind the camera loses those triangles.
 - Depth: the camera-frame z of the visible surface (metres), interpolated perspective-correctly.
@@ -59,7 +59,12 @@ class Camera:
     def from_fov(cls, width: int, height: int, horizontal_fov_deg: float = 60.0) -> "Camera":
         """A centred camera with square pixels and the given horizontal field of view."""
         fx = 0.5 * width / np.tan(np.radians(horizontal_fov_deg) / 2.0)
-        return cls(fx, fx, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
+        return cls(fx, fx, width / 2.0, height / 2.0, int(width), int(height))
+
+    def scaled(self, factor: float) -> "Camera":
+        """The same view at ``factor`` times the resolution (e.g. for supersampling)."""
+        return Camera(self.fx * factor, self.fy * factor, self.cx * factor, self.cy * factor,
+                      int(round(self.width * factor)), int(round(self.height * factor)))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -236,8 +241,9 @@ def render(camera: Camera, meshes, background=None, light_dir=(0.0, 0.5, 1.0), a
     # 2. Project; drop triangles crossing the near plane, non-finite ones, and (optionally) back faces.
     z = verts[:, 2]
     zsafe = torch.where(z > near, z, torch.ones_like(z))
-    u = camera.fx * verts[:, 0] / zsafe + camera.cx
-    v = camera.fy * verts[:, 1] / zsafe + camera.cy
+    # Pixel coordinates shifted by half a pixel so that integer values are pixel centres below.
+    u = camera.fx * verts[:, 0] / zsafe + (camera.cx - 0.5)
+    v = camera.fy * verts[:, 1] / zsafe + (camera.cy - 0.5)
     fz = z[faces]
     keep = (fz > near).all(dim=1) & torch.isfinite(verts[faces]).all(dim=(1, 2))
     if cull_backfaces:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from body_model_files import smpl_arrays, write_npz
+from engines.body.random_files import smpl_arrays, write_npz
 from engines.body import BodyOutput, load_body_model
 
 # float16 against float64 on a model about 1.7 m tall: half precision has 11 significant bits

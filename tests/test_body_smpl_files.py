@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from body_model_files import smpl_arrays, smplx_arrays, write_chumpy_pickle, write_npz, write_plain_pickle
+from engines.body.random_files import smpl_arrays, smplh_arrays, smplx_arrays, write_chumpy_pickle, write_npz, write_plain_pickle
 from engines.body import load_body_model
 from engines.body.smpl_files import BodyModelFileError
 from tests.conftest import ROOT
@@ -77,6 +77,24 @@ def test_smplx_file_body_equals_smplx_with_zero_hands_face_and_expression(smplx_
         torch.testing.assert_close(ours.joints[:, :22], theirs.joints[:, :22], atol=1e-5, rtol=0)
         # SMPL's hand joints sit at SMPL-X's middle-finger base knuckles (joints 28 and 43).
         torch.testing.assert_close(ours.joints[:, 22:], theirs.joints[:, [28, 43]], atol=1e-5, rtol=0)
+        # Landmarks on SMPL-X's published vertices (nose, eyes, ears, heels) after its 55 joints.
+        torch.testing.assert_close(ours.landmarks[:, [0, 2, 5, 7, 8, 29, 30]],
+                                   theirs.joints[:, [55, 57, 56, 59, 58, 62, 65]], atol=1e-5, rtol=0)
+
+
+def test_smplh_file_body_equals_smplx_smplh_with_flat_hands(tmp_path):
+    path = write_plain_pickle(smplh_arrays(seed=2), tmp_path / "SMPLH_NEUTRAL.pkl")
+    reference = smplx.SMPLH(model_path=str(path), ext="pkl", dtype=torch.float64, batch_size=BATCH,
+                            use_pca=False, flat_hand_mean=True)
+    model = load_body_model(path, dtype=torch.float64)
+    assert model.model_id == "smplh-neutral"
+    params = random_parameters(7)
+    params["body_pose"][:, 21:] = 0.0
+    ours = model(**params)
+    theirs = reference(global_orient=params["global_orient"], body_pose=params["body_pose"][:, :21].reshape(BATCH, -1),
+                       betas=params["betas"], transl=params["transl"])
+    torch.testing.assert_close(ours.vertices, theirs.vertices, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.joints, theirs.joints[:, list(range(22)) + [25, 40]], atol=1e-5, rtol=0)
 
 
 def test_folder_resolves_to_the_usual_file_name(smpl_dir):

@@ -37,9 +37,11 @@ Frame Time: 0.5
 """
 
 
-def _clip(trial: str) -> mocap.BvhClip:
+def _clip(trial: str, max_frames: int = 1500) -> mocap.BvhClip:
+    """A CMU clip, cut to its first max_frames frames (frame 0, the T-pose, kept) to stay fast."""
     info = next(c for c in mocap.list_clips("all") if c.trial == trial)
-    return mocap.read_bvh(info.path)
+    clip = mocap.read_bvh(info.path)
+    return mocap.BvhClip(clip.skeleton, clip.motion[:max_frames], clip.frame_time_s, clip.name)
 
 
 def _bone_angles_deg(joints_a: torch.Tensor, joints_b: torch.Tensor, children: list[int]) -> torch.Tensor:
@@ -186,3 +188,46 @@ def test_validation_clips_are_held_out_of_training():
     validation = {c.trial for c in mocap.list_clips("validation")}
     assert validation == set(mocap.HELD_OUT_CLIPS)
     assert not train & validation and len(train) + len(validation) == len(mocap.list_clips("all")) == 90
+
+
+def _open_rest_joints() -> np.ndarray:
+    from engines.body import load_body_model
+
+    model = load_body_model("open")
+    return model.rest_joints(torch.zeros(1, 10))[0].detach().numpy().astype(np.float64)
+
+
+LIMB_BONES = [SMPL_JOINT_NAMES.index(n) for n in (
+    "left_knee", "right_knee", "left_ankle", "right_ankle", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hand", "right_hand",
+)]  # each the child end of a limb bone whose parent is in "direction" mode
+
+
+def test_open_body_model_takes_its_rest_pose_at_the_mocap_tpose():
+    rest = _open_rest_joints()
+    clip = _clip("02_01")
+    tpose_twice = mocap.BvhClip(clip.skeleton, clip.motion[[0, 0]], clip.frame_time_s)
+    motion = mocap.retarget(tpose_twice, rest)
+    angles = np.degrees(np.linalg.norm(motion.body_pose[0], axis=-1))
+    relative = [SMPL_JOINT_NAMES.index(n) - 1 for n, s in mocap.CMU_TO_SMPL.items() if s.mode == "relative" and n != "pelvis"]
+    assert angles[relative].max() < 1.5 and np.linalg.norm(motion.global_orient) < 1e-6
+    assert angles.max() < 10.0  # limbs: only the two T-poses' differences (CMU's arms droop 8 degrees)
+
+
+@pytest.mark.parametrize("trial", ["02_01", "06_13"])
+def test_retargeting_onto_the_open_body_model_keeps_limb_directions_and_the_scaled_root(trial):
+    rest = _open_rest_joints()
+    clip = _clip(trial)
+    motion = mocap.retarget(clip, rest)
+    own = mocap.mocap_rest_joints(clip)
+    assert motion.scale == pytest.approx(mocap.CMU_UNIT_M * mocap.skeleton_height(rest) / mocap.skeleton_height(own), rel=1e-4)
+    joints = mocap.skeleton_forward_kinematics(rest, motion.global_orient, motion.body_pose, motion.transl)
+    _, positions = mocap.bvh_forward_kinematics(clip)
+    target = mocap.mapped_points(clip.skeleton, positions)[1:]
+    assert _bone_angles_deg(joints, target, LIMB_BONES).max() < 0.05
+    np.testing.assert_allclose(joints[:, 0].numpy(), (target[:, 0] * motion.scale).numpy(), atol=1e-5)
+    # The torso turns with the mocap's: the shoulder line within a few degrees of CMU's.
+    shoulders = [SMPL_JOINT_NAMES.index("left_shoulder"), SMPL_JOINT_NAMES.index("right_shoulder")]
+    line = torch.nn.functional.normalize(joints[:, shoulders[0]] - joints[:, shoulders[1]], dim=-1)
+    line_mocap = torch.nn.functional.normalize(target[:, shoulders[0]] - target[:, shoulders[1]], dim=-1)
+    assert torch.rad2deg(torch.acos((line * line_mocap).sum(-1).clamp(-1, 1))).mean() < 5.0

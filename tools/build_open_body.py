@@ -45,9 +45,10 @@ from engines.skeleton import BLAZEPOSE_NAMES, COCO17_NAMES, NUM_SMPL_JOINTS, SMP
 
 MODEL_ID = "meshstream-open-1"
 NUM_BETAS = 10
-REGRESSOR_SIZE = 64
+REGRESSOR_SIZE = 64  # vertices per landmark
+JOINT_REGRESSOR_SIZE = 256  # vertices per joint
 
-# Anny (x right-to-left, y back-to-front negated, z up) -> SMPL (x left, y up, z forward).
+# Anny (x to the body's left, y backwards: the body faces -y, z up) -> SMPL (x left, y up, z forward).
 ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 # SMPL joint -> the Anny bone whose head is that joint's centre ("L"/"R" filled in per side).
@@ -153,14 +154,18 @@ class TPoser:
         return posed, posed_heads
 
 
-def fit_sparse_regressor(mean_points, point_dirs, template, shapedirs, candidates, prior):
+def fit_sparse_regressor(mean_points, point_dirs, template, shapedirs, candidates, prior, *,
+                         nonnegative: bool = False, stiffness: float = 1000.0):
     """Weights over ``candidates`` reproducing a point's linear shape model.
 
     mean_points (3,), point_dirs (NB,3); template (V,3); shapedirs (V,3,NB); candidates (K,)
-    vertex indices; prior (K,) weights summing to 1. Minimises ||w - prior||^2 subject to
-    sum(w) = 1, w @ template[c] = mean_points and w @ shapedirs[c,:,i] = point_dirs[i]
-    (solved as a heavily weighted least-squares problem, so near-singular cases stay bounded).
-    Returns (weights (K,), max residual in metres over the constraints).
+    vertex indices; prior (K,) weights summing to 1. Minimises
+    stiffness^2 * ||A w - b||^2 + ||w - prior||^2 where A w = b says: sum(w) = 1,
+    w @ template[c] = mean_points and w @ shapedirs[c,:,i] = point_dirs[i]. The prior term keeps
+    the weights moderate (an exact fit over nearby vertices needs weights in the hundreds).
+    ``nonnegative`` adds w >= 0 (landmarks, which are applied to posed meshes: a convex
+    combination of surface points follows the surface). Returns (weights (K,), the largest
+    constraint residual in metres).
     """
     rows = [template[candidates].T]  # (3,K)
     targets = [mean_points]
@@ -170,10 +175,14 @@ def fit_sparse_regressor(mean_points, point_dirs, template, shapedirs, candidate
     rows.append(np.ones((1, len(candidates))))
     targets.append(np.ones(1))
     a, b = np.concatenate(rows), np.concatenate(targets)
-    scale = 1e5
-    system = np.concatenate([scale * a, np.eye(len(candidates))])
-    rhs = np.concatenate([scale * b, prior])
-    weights = np.linalg.lstsq(system, rhs, rcond=None)[0]
+    system = np.concatenate([stiffness * a, np.eye(len(candidates))])
+    rhs = np.concatenate([stiffness * b, prior])
+    if nonnegative:
+        from scipy.optimize import nnls
+
+        weights = nnls(system, rhs, maxiter=20 * len(candidates))[0]
+    else:
+        weights = np.linalg.lstsq(system, rhs, rcond=None)[0]
     weights = weights / weights.sum()
     return weights, float(np.abs(a[:-1] @ weights - b[:-1]).max())
 
@@ -286,14 +295,15 @@ def main(argv=None) -> int:
     J_regressor = np.zeros((NUM_SMPL_JOINTS, len(template)))
     worst = 0.0
     for j in range(NUM_SMPL_JOINTS):
-        candidates = nearest(template, joint_mean[j], REGRESSOR_SIZE)
+        candidates = nearest(template, joint_mean[j], JOINT_REGRESSOR_SIZE)
         weights, residual = fit_sparse_regressor(joint_mean[j], joint_dirs[:, j], template, shapedirs, candidates,
-                                                 np.full(REGRESSOR_SIZE, 1.0 / REGRESSOR_SIZE))
+                                                 np.full(JOINT_REGRESSOR_SIZE, 1.0 / JOINT_REGRESSOR_SIZE))
         J_regressor[j, candidates] = weights
         worst = max(worst, residual)
     regressed = np.einsum("jv,nvc->njc", J_regressor, reconstructed)
     joint_error = np.linalg.norm(regressed - joints, axis=-1)
-    print(f"[5] joint regressor: constraint residual {1000 * worst:.3f} mm; joints vs Anny's over the samples "
+    print(f"[5] joint regressor: constraint residual {1000 * worst:.2f} mm per unit beta, largest weight "
+          f"{np.abs(J_regressor).max():.2f}; joints vs Anny's over the samples "
           f"mean {1000 * joint_error.mean():.2f} mm, max {1000 * joint_error.max():.1f} mm")
 
     # 6. Landmarks.
@@ -313,23 +323,29 @@ def main(argv=None) -> int:
         prior = dense[candidates] / dense[candidates].sum()
         return candidates, prior
 
-    def fitted(points: np.ndarray, candidates: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    landmark_errors = {}
+
+    def fitted(points: np.ndarray, candidates: np.ndarray, prior: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         mean, dirs = linear_model(points[:, None], betas)
-        weights, _ = fit_sparse_regressor(mean[0], dirs[:, 0], template, shapedirs, candidates, prior)
-        return candidates, weights
+        weights, _ = fit_sparse_regressor(mean[0], dirs[:, 0], template, shapedirs, candidates, prior,
+                                          nonnegative=True, stiffness=100.0)
+        regressed = np.einsum("k,nkc->nc", weights, reconstructed[:, candidates])
+        landmark_errors[name] = float(np.linalg.norm(regressed - points, axis=-1).max())
+        keep = weights > 1e-6
+        return candidates[keep], weights[keep] / weights[keep].sum()
 
     anny_names = {"left_heel": "left_heel", "right_heel": "right_heel"}
     anny_names.update({n: n for n in COCO17_NAMES})
     for name, anny_name in anny_names.items():
         dense = keypoint_weights[anny_name]
         points = np.einsum("v,nvc->nc", dense, posed)
-        recipes[name] = fitted(points, *from_keypoint_weights(dense))
+        recipes[name] = fitted(points, *from_keypoint_weights(dense), name)
     for side, full in (("L", "left"), ("R", "right")):
         for name, bone_name in ((f"{full}_pinky", f"finger5-1.{side}"), (f"{full}_index", f"finger2-1.{side}"),
                                 (f"{full}_thumb", f"finger1-3.{side}")):
             points = posed_heads[:, bone[bone_name]]
             candidates = nearest(template, points.mean(0), REGRESSOR_SIZE)
-            recipes[name] = fitted(points, candidates, np.full(REGRESSOR_SIZE, 1.0 / REGRESSOR_SIZE))
+            recipes[name] = fitted(points, candidates, np.full(REGRESSOR_SIZE, 1.0 / REGRESSOR_SIZE), name)
         toe2_bones = [bone[f"toe2-{k}.{side}"] for k in (1, 2, 3)]
         toe2 = (np.isin(bone_index, toe2_bones) & (bone_weight > 0.5)).any(1)
         toe_vertices = np.nonzero(toe2 & body_vertices)[0]
@@ -347,6 +363,10 @@ def main(argv=None) -> int:
         choices = np.nonzero(front)[0]
         corner = choices[np.argmax(template[choices, 2])] if len(choices) else nearest(template, target, 1, body_vertices)[0]
         recipes[f"mouth_{full}"] = (np.array([corner]), np.array([1.0]))
+
+    worst_name = max(landmark_errors, key=landmark_errors.get)
+    print(f"[6] landmarks: non-negative sparse regressors; largest error over the samples "
+          f"{1000 * landmark_errors[worst_name]:.1f} mm ({worst_name})")
 
     def pack(names) -> dict[str, np.ndarray]:
         width = max(len(recipes[n][0]) for n in names)

@@ -86,7 +86,7 @@ def bake_to_uv(template: BodyTemplate, values: np.ndarray, size: int = TEXTURE_S
     """Rasterize per-vertex values (V, 3) in [0, 1] into the UV layout: (size, size, 3) float32
     in [0, 1] (8-bit precision) and the (size, size) bool mask of texels the mesh uses."""
     uv = template.uv.reshape(-1, 2)
-    corners = np.stack([uv[:, 0] * size - 0.5, (1.0 - uv[:, 1]) * size - 0.5, np.ones(len(uv))], axis=1)
+    corners = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size, np.ones(len(uv))], axis=1)
     flat_faces = np.arange(len(corners)).reshape(-1, 3)
     colors = values[template.faces].reshape(-1, 3)
     result = render(Camera(1.0, 1.0, 0.0, 0.0, size, size),
@@ -191,6 +191,11 @@ class TextureFactory:
         return (np.clip(albedo, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def _muted_color(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """A plausible indoor colour: any hue, low saturation, value in [low, high]."""
+    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(low, high)))
+
+
 def _read_gray(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
@@ -224,7 +229,9 @@ def _noise(rng: np.random.Generator, cells: int, blur: float, size: int = TEXTUR
 def floor_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     """A tiled, wooden, concrete or grass floor texture (size, size, 3) uint8."""
     kind = rng.choice(["tiles", "wood", "concrete", "grass"])
-    base = rng.uniform(0.25, 0.8, 3)
+    base = _muted_color(rng, 0.25, 0.8)
+    if kind == "wood":
+        base = np.array([0.55, 0.38, 0.22]) * rng.uniform(0.6, 1.3)
     if kind == "grass":
         base = np.array([0.25, 0.42, 0.18]) * rng.uniform(0.7, 1.2)
     noise = _noise(rng, 128, 1.0, size)[..., None]
@@ -247,7 +254,7 @@ def floor_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
 
 def wall_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     """A wall: plain paint, bricks or panels with a few rectangles (pictures, windows)."""
-    base = rng.uniform(0.3, 0.95, 3)
+    base = _muted_color(rng, 0.35, 0.95)
     image = base * (1.0 + 0.05 * _noise(rng, 64, 2.0, size)[..., None])
     y, x = np.mgrid[0:size, 0:size] / size
     if rng.random() < 0.35:

@@ -76,9 +76,10 @@ def _compiling() -> bool:
 class BodyModel(nn.Module):
     """An SMPL-style body model with SMPL's 24-joint tree.
 
-    Buffers: v_template (V,3); shapedirs (10, V*3); posedirs (207, V*3) or absent;
-    j_template (24,3) and j_shapedirs (10, 72) (the joint regressor folded in); lbs_weights (V,24);
-    parents (24,) int64; landmark regressors for BlazePose-33 and COCO-17.
+    Buffers: v_template (V,3) and lbs_weights (V,24) (public layout); for the skinning path,
+    coordinate-major v_template_t (3,V), shapedirs (10, 3*V), posedirs (207, 3*V) or None and
+    lbs_weights_t (24,V); j_template (24,3) and j_shapedirs (10, 72) (the joint regressor folded
+    in); parents_tensor (24,) int64; the BlazePose-33 and COCO-17 landmark regressors, stacked.
     Attributes for publishing: faces (F,3) int64 numpy, joint_names, parents (numpy), model_id,
     num_vertices.
     """
@@ -134,31 +135,39 @@ class BodyModel(nn.Module):
         self._parents_np = np.asarray(parents, dtype=np.int64)
         self.cache_hits = 0
         self.cache_misses = 0
-        self._cache_key: Tensor | None = None
-        self._cache_value: tuple[Tensor, Tensor] | None = None
+        self._cache: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
 
         def buffer(name, array, dt=dtype):
             self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)).to(device=device, dtype=dt))
 
-        buffer("v_template", v_template)
-        buffer("shapedirs", shapedirs.reshape(-1, NUM_BETAS).T)  # (10, V*3)
+        buffer("v_template", v_template)  # (V,3), the public layout
+        # The skinning path's coordinate-major layout (see engines.body.skinning).
+        buffer("v_template_t", v_template.T)  # (3,V)
+        buffer("shapedirs", shapedirs.transpose(2, 1, 0).reshape(NUM_BETAS, -1))  # (10, 3*V)
         # The joint regressor, folded: computed in float64, stored in the model's dtype.
         buffer("j_template", J_regressor @ v_template)
         buffer("j_shapedirs", np.einsum("jv,vcb->bjc", J_regressor, shapedirs).reshape(NUM_BETAS, -1))
-        buffer("lbs_weights", lbs_weights)
+        buffer("lbs_weights", lbs_weights)  # (V,24)
+        buffer("lbs_weights_t", lbs_weights.T)  # (24,V)
         if posedirs is not None:
             posedirs = np.asarray(posedirs, dtype=np.float64)
             expected = (num_vertices, 3, (NUM_SMPL_JOINTS - 1) * 9)
             if posedirs.shape != expected:
                 raise ValueError(f"posedirs must be {expected}; got {posedirs.shape}")
-            buffer("posedirs", posedirs.reshape(-1, expected[2]).T)
+            buffer("posedirs", posedirs.transpose(2, 1, 0).reshape(expected[2], -1))  # (207, 3*V)
         else:
             self.posedirs = None
         self.register_buffer("parents_tensor", torch.as_tensor(self._parents_np, device=device))
-        for name, regressor in (("landmarks", landmarks), ("landmarks_coco", landmarks_coco)):
-            buffer(f"{name}_vertex_index", regressor.vertex_index.astype(np.int64), torch.int64)
-            buffer(f"{name}_vertex_weight", regressor.vertex_weight)
-            buffer(f"{name}_joint_weight", regressor.joint_weight)
+        # Both landmark regressors as one (BlazePose rows, then COCO rows, padded to the same
+        # width), so the forward gathers once.
+        width = max(landmarks.vertex_index.shape[1], landmarks_coco.vertex_index.shape[1])
+
+        def padded(array):
+            return np.pad(array, ((0, 0), (0, width - array.shape[1])))
+
+        buffer("_landmark_index", np.concatenate([padded(landmarks.vertex_index), padded(landmarks_coco.vertex_index)]).astype(np.int64), torch.int64)
+        buffer("_landmark_weight", np.concatenate([padded(landmarks.vertex_weight), padded(landmarks_coco.vertex_weight)]))
+        buffer("_landmark_joint_weight", np.concatenate([landmarks.joint_weight, landmarks_coco.joint_weight]))
 
     # -- public attributes --------------------------------------------------------------------
     @property
@@ -192,36 +201,37 @@ class BodyModel(nn.Module):
         """Vertices in the rest pose for these shapes: betas (B,10) -> (B,V,3)."""
         if not _compiling():
             self._check("betas", betas, (NUM_BETAS,))
-        return shape_vertices(self.v_template, self.shapedirs, betas)
+        return shape_vertices(self.v_template_t, self.shapedirs, betas).transpose(1, 2).contiguous()
 
     def _shaped(self, betas: Tensor) -> tuple[Tensor, Tensor]:
-        """(v_shaped (B,V,3), rest joints (B,24,3)), from the cache when betas are unchanged."""
+        """(v_shaped (B,3,V), rest joints (B,24,3)), from the cache when betas are unchanged."""
         if _compiling():
-            return shape_vertices(self.v_template, self.shapedirs, betas), shape_joints(self.j_template, self.j_shapedirs, betas)
-        key = self._cache_key
-        if (key is not None and key.shape == betas.shape and key.dtype == betas.dtype
-                and key.device == betas.device and torch.equal(key, betas)):
-            self.cache_hits += 1
-            return self._cache_value
+            return shape_vertices(self.v_template_t, self.shapedirs, betas), shape_joints(self.j_template, self.j_shapedirs, betas)
+        cached = self._cache  # one read: (betas, (v_shaped, rest joints)) or None; safe across threads
+        if cached is not None:
+            key, value = cached
+            if (key.shape == betas.shape and key.dtype == betas.dtype and key.device == betas.device
+                    and torch.equal(key, betas)):
+                self.cache_hits += 1
+                return value
         self.cache_misses += 1
-        value = (shape_vertices(self.v_template, self.shapedirs, betas),
+        value = (shape_vertices(self.v_template_t, self.shapedirs, betas),
                  shape_joints(self.j_template, self.j_shapedirs, betas))
         if not betas.requires_grad:  # never cache a graph: the next backward would reuse it
-            self._cache_key = betas.detach().clone()
-            self._cache_value = value
+            self._cache = (betas.detach().clone(), value)
         return value
 
     def clear_cache(self) -> None:
         """Forget the cached shape (it is also replaced whenever betas change)."""
-        self._cache_key = None
-        self._cache_value = None
+        self._cache = None
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.half()/.cuda() invalidate the cache
         self.clear_cache()
         return super()._apply(fn, *args, **kwargs)
 
     # -- checks --------------------------------------------------------------------------------
-    def _check(self, name: str, value: Tensor, trailing: tuple[int, ...], batch: int | None = None) -> None:
+    def _check(self, name: str, value: Tensor, trailing: tuple[int, ...], batch: int | None = None,
+               check_finite: bool = True) -> None:
         if not isinstance(value, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, not {type(value).__name__}")
         if value.ndim != 1 + len(trailing) or tuple(value.shape[1:]) != trailing:
@@ -235,7 +245,7 @@ class BodyModel(nn.Module):
                             f"with .to({self.dtype}) or load the model with dtype={value.dtype}")
         if value.device != self.device:
             raise ValueError(f"{name} is on {value.device} but the model is on {self.device}; move one of them")
-        if not torch.isfinite(value).all():
+        if check_finite and not torch.isfinite(value).all():
             raise ValueError(f"{name} contains NaN or infinite values; the body cannot be posed from them")
 
     # -- forward -------------------------------------------------------------------------------
@@ -255,32 +265,40 @@ class BodyModel(nn.Module):
         if betas is None:
             betas = torch.zeros(batch, NUM_BETAS, dtype=global_orient.dtype, device=global_orient.device)
         if not _compiling():
-            self._check("global_orient", global_orient, (3,))
-            self._check("body_pose", body_pose, (NUM_SMPL_JOINTS - 1, 3), batch)
-            self._check("betas", betas, (NUM_BETAS,), batch)
+            inputs = {"global_orient": global_orient, "body_pose": body_pose, "betas": betas}
             if transl is not None:
-                self._check("transl", transl, (3,), batch)
+                inputs["transl"] = transl
+            trailing = {"global_orient": (3,), "body_pose": (NUM_SMPL_JOINTS - 1, 3), "betas": (NUM_BETAS,), "transl": (3,)}
+            for name, value in inputs.items():
+                self._check(name, value, trailing[name], batch, check_finite=False)
+            # One reduction for all inputs: a sum is finite exactly when its terms are (inputs
+            # are small: no overflow); name the culprit only on failure.
+            total = sum(value.sum(dtype=torch.float32) for value in inputs.values())
+            if not torch.isfinite(total):
+                for name, value in inputs.items():
+                    self._check(name, value, trailing[name], batch)
         v_shaped, rest_joints = self._shaped(betas)
         chain_dtype = self._chain_dtype()
         rotations = pose_rotations(global_orient, body_pose, chain_dtype)
         vertices, joints = skin(v_shaped, rest_joints, rotations, self.parents_tensor, self._levels,
-                                self.lbs_weights, self.posedirs, chain_dtype)
+                                self.lbs_weights_t, self.posedirs, chain_dtype)  # vertices (B,3,V)
         if transl is not None:
-            vertices = vertices + transl[:, None]
+            vertices = vertices + transl[:, :, None]
             joints = joints + transl[:, None]
+        landmarks = self._regress(vertices, joints)
+        count = NUM_KEYPOINTS
         return BodyOutput(
-            vertices=vertices,
+            vertices=vertices.transpose(1, 2).contiguous(),
             joints=joints,
-            landmarks=self._regress("landmarks", vertices, joints),
-            landmarks_coco=self._regress("landmarks_coco", vertices, joints),
+            landmarks=landmarks[:, :count].contiguous(),
+            landmarks_coco=landmarks[:, count:].contiguous(),
         )
 
-    def _regress(self, name: str, vertices: Tensor, joints: Tensor) -> Tensor:
-        index = getattr(self, f"{name}_vertex_index")
-        weight = getattr(self, f"{name}_vertex_weight")
-        joint_weight = getattr(self, f"{name}_joint_weight")
-        gathered = vertices[:, index]  # (B,L,K,3)
-        return (gathered * weight[None, :, :, None]).sum(2) + joint_weight @ joints
+    def _regress(self, vertices: Tensor, joints: Tensor) -> Tensor:
+        """BlazePose then COCO landmarks in one pass: vertices (B,3,V), joints (B,24,3) -> (B,33+17,3)."""
+        gathered = vertices[:, :, self._landmark_index]  # (B,3,L,K)
+        from_vertices = (gathered * self._landmark_weight).sum(-1).transpose(1, 2)
+        return from_vertices + self._landmark_joint_weight @ joints
 
     def extra_repr(self) -> str:
         return (f"model_id={self.model_id!r}, vertices={self.num_vertices}, faces={len(self.faces)}, "

@@ -35,10 +35,12 @@ WHERE_FROM = ("SMPL files come from https://smpl.is.tue.mpg.de and SMPL+H/SMPL-X
 
 # Names the official downloads use, in order of preference, per gender.
 _FILE_NAMES = {
-    "neutral": ["SMPL_NEUTRAL", "basicModel_neutral_lbs_10_207_0_v1.0.0", "SMPLX_NEUTRAL", "SMPLH_NEUTRAL"],
+    "neutral": ["SMPL_NEUTRAL", "basicModel_neutral_lbs_10_207_0_v1.0.0", "basicmodel_neutral_lbs_10_207_0_v1.1.0",
+                "SMPLX_NEUTRAL", "SMPLH_NEUTRAL", "neutral/model"],
     "male": ["SMPL_MALE", "basicmodel_m_lbs_10_207_0_v1.0.0", "basicModel_m_lbs_10_207_0_v1.0.0",
-             "SMPLX_MALE", "SMPLH_MALE"],
-    "female": ["SMPL_FEMALE", "basicModel_f_lbs_10_207_0_v1.0.0", "SMPLX_FEMALE", "SMPLH_FEMALE"],
+             "basicmodel_m_lbs_10_207_0_v1.1.0", "SMPLX_MALE", "SMPLH_MALE", "male/model"],
+    "female": ["SMPL_FEMALE", "basicModel_f_lbs_10_207_0_v1.0.0", "basicmodel_f_lbs_10_207_0_v1.1.0",
+               "SMPLX_FEMALE", "SMPLH_FEMALE", "female/model"],
 }
 _SUBFOLDERS = ["", "smpl", "smplx", "smplh", "models"]
 _REQUIRED = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
@@ -61,9 +63,12 @@ class _ChumpyArray:
         self.state = state if isinstance(state, dict) else {"state": state}
 
     def array(self) -> np.ndarray:
-        if "x" not in self.state:
-            raise BodyModelFileError("a chumpy object in the file holds no array ('x')")
-        value = self.state["x"]
+        value = self.state.get("x")
+        if value is None:  # not a plain chumpy array: accept a single stored array, if that is all
+            arrays = [v for v in self.state.values() if isinstance(v, (np.ndarray, _ChumpyArray))]
+            if len(arrays) != 1:
+                raise BodyModelFileError("a chumpy object in the file holds no array ('x')")
+            value = arrays[0]
         return value.array() if isinstance(value, _ChumpyArray) else np.asarray(value)
 
 
@@ -115,7 +120,7 @@ def resolve_model_file(path: str | Path, gender: str = "neutral") -> Path:
                         return candidate
         names = ", ".join(f"{n}.pkl/.npz" for n in _FILE_NAMES[gender][:3])
         raise BodyModelFileError(f"no {gender} SMPL-family model file in folder {path} (looked for {names}, "
-                                 f"also in subfolders smpl/, smplx/, smplh/). {WHERE_FROM}.")
+                                 f"..., also in subfolders smpl/, smplx/, smplh/). {WHERE_FROM}.")
     raise BodyModelFileError(f"body model file {path} does not exist; expected an SMPL/SMPL+H/SMPL-X "
                              f".pkl or .npz file or a folder holding one. {WHERE_FROM}.")
 

@@ -1,6 +1,6 @@
 """Structurally valid SMPL-format and SMPL-X-format model files, random but well formed.
 
-The real files are licence-gated and not available to the tests, so the tests write files
+The real files are licence-gated and not available to tests and benchmarks, so they write files
 with the official layout (keys, shapes, dtypes, kintree_table, sparse J_regressor) and random
 contents, and compare meshstream's skinning with the smplx package's on them.
 
@@ -27,9 +27,10 @@ SMPLX_VERTICES = 10475
 _ROOT_PARENT = 4294967295  # the official files store the root's parent as uint32 -1
 
 
-def smplx_parents() -> list[int]:
-    """SMPL-X's 55-joint tree: SMPL's first 22, jaw and eyes under the head, 15 per hand."""
-    parents = list(SMPL_PARENTS[:22]) + [15, 15, 15]
+def smplx_parents(with_face: bool = True) -> list[int]:
+    """SMPL-X's 55-joint tree: SMPL's first 22, jaw and eyes under the head, 15 per hand
+    (index, middle, pinky, ring, thumb; three joints each). Without the face: SMPL+H's 52."""
+    parents = list(SMPL_PARENTS[:22]) + ([15, 15, 15] if with_face else [])
     for wrist in (20, 21):
         for _finger in range(5):  # index, middle, pinky, ring, thumb: three joints each
             parents += [wrist, len(parents), len(parents) + 1]
@@ -53,9 +54,8 @@ def _body_arrays(rng: np.random.Generator, num_vertices: int, parents: list[int]
     J_regressor = scipy.sparse.csc_matrix((vals, (rows, cols)), shape=(num_joints, num_vertices))
     # Each vertex skinned to 4 joints.
     weights = np.zeros((num_vertices, num_joints))
-    for vertex in range(num_vertices):
-        chosen = rng.choice(num_joints, size=4, replace=False)
-        weights[vertex, chosen] = rng.dirichlet(np.ones(4))
+    chosen = np.argsort(rng.random((num_vertices, num_joints)), axis=1)[:, :4]
+    np.put_along_axis(weights, chosen, rng.dirichlet(np.ones(4), size=num_vertices), axis=1)
     kintree_table = np.array([[_ROOT_PARENT] + parents[1:], list(range(num_joints))], dtype=np.int64)
     faces = rng.integers(0, num_vertices, size=(2 * num_vertices - 4, 3)).astype(np.uint32)
     return dict(v_template=v_template, shapedirs=shapedirs, posedirs=posedirs, J_regressor=J_regressor,
@@ -67,15 +67,27 @@ def smpl_arrays(seed: int = 0) -> dict:
     return _body_arrays(np.random.default_rng(seed), SMPL_VERTICES, list(SMPL_PARENTS), 10)
 
 
+def _hand_arrays(rng: np.random.Generator) -> dict:
+    return dict(hands_componentsl=rng.normal(size=(45, 45)), hands_componentsr=rng.normal(size=(45, 45)),
+                hands_meanl=rng.normal(0, 0.1, size=45), hands_meanr=rng.normal(0, 0.1, size=45))
+
+
+def smplh_arrays(seed: int = 2) -> dict:
+    """An SMPL+H-format dictionary: 6890 vertices, 52 joints, 10 betas, hand PCA."""
+    rng = np.random.default_rng(seed)
+    arrays = _body_arrays(rng, SMPL_VERTICES, smplx_parents(with_face=False), 10)
+    arrays.update(_hand_arrays(rng))
+    return arrays
+
+
 def smplx_arrays(seed: int = 1) -> dict:
     """An SMPL-X-format dictionary: 10475 vertices, 55 joints, 10 betas + 10 expressions."""
     rng = np.random.default_rng(seed)
     arrays = _body_arrays(rng, SMPLX_VERTICES, smplx_parents(), 20)
     arrays["J_regressor"] = arrays["J_regressor"].toarray()  # the .npz files hold it dense
     num_faces = len(arrays["f"])
+    arrays.update(_hand_arrays(rng))
     arrays.update(
-        hands_componentsl=rng.normal(size=(45, 45)), hands_componentsr=rng.normal(size=(45, 45)),
-        hands_meanl=rng.normal(0, 0.1, size=45), hands_meanr=rng.normal(0, 0.1, size=45),
         lmk_faces_idx=rng.integers(0, num_faces, size=51), lmk_bary_coords=rng.dirichlet(np.ones(3), size=51),
         dynamic_lmk_faces_idx=rng.integers(0, num_faces, size=(79, 17)),
         dynamic_lmk_bary_coords=rng.dirichlet(np.ones(3), size=(79, 17)),
@@ -92,7 +104,9 @@ def write_plain_pickle(arrays: dict, path: Path) -> Path:
 
 def write_chumpy_pickle(arrays: dict, path: Path) -> Path:
     """The arrays pickled the way the official SMPL files are: numpy arrays wrapped in objects
-    whose class is ``chumpy.ch.Ch`` (state: the array in ``x`` plus chumpy's bookkeeping)."""
+    whose class is ``chumpy.ch.Ch`` (state: the array in ``x`` plus chumpy's bookkeeping), and
+    the joint regressor as a sparse matrix under SciPy's old module path
+    ``scipy.sparse.csc.csc_matrix`` (removed from current SciPy)."""
 
     class Ch:
         def __init__(self, x):
@@ -100,16 +114,23 @@ def write_chumpy_pickle(arrays: dict, path: Path) -> Path:
             self._dirty_vars = set()
             self._itr = None
 
-    Ch.__module__ = "chumpy.ch"
-    Ch.__qualname__ = "Ch"
-    fake_chumpy, fake_ch = types.ModuleType("chumpy"), types.ModuleType("chumpy.ch")
-    fake_ch.Ch = Ch
-    fake_chumpy.ch = fake_ch
-    saved = {name: sys.modules.get(name) for name in ("chumpy", "chumpy.ch")}
-    sys.modules["chumpy"], sys.modules["chumpy.ch"] = fake_chumpy, fake_ch
+    class csc_matrix:  # noqa: N801 - the name old SciPy pickled, under its old private module
+        def __init__(self, matrix):
+            self.__dict__.update(matrix.__dict__)
+
+    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+    csc_matrix.__module__, csc_matrix.__qualname__ = "scipy.sparse.csc", "csc_matrix"
+    fakes = {name: types.ModuleType(name) for name in ("chumpy", "chumpy.ch", "scipy.sparse.csc")}
+    fakes["chumpy.ch"].Ch = Ch
+    fakes["chumpy"].ch = fakes["chumpy.ch"]
+    fakes["scipy.sparse.csc"].csc_matrix = csc_matrix
+    saved = {name: sys.modules.get(name) for name in fakes}
+    sys.modules.update(fakes)
     try:
         wrapped = {key: Ch(value) if key in ("v_template", "shapedirs", "posedirs", "weights") else value
                    for key, value in arrays.items()}
+        if scipy.sparse.issparse(wrapped.get("J_regressor")):
+            wrapped["J_regressor"] = csc_matrix(scipy.sparse.csc_matrix(wrapped["J_regressor"]))
         with open(path, "wb") as handle:
             pickle.dump(wrapped, handle, protocol=2)
     finally:

@@ -1,0 +1,90 @@
+"""Fit the pose prior (engines/assets/pose_prior.npz) to the CMU clips not held out.
+
+    python tools/fit_pose_prior.py [--rest open|mocap] [--fps 10] [--components 8]
+
+Poses: every training clip (engines.mocap.list_clips("train")) retargeted and resampled to
+--fps, with its mirror image. --rest open (the default when engines.body has the open model)
+retargets onto the open body model's rest skeleton, so the poses are what that skeleton needs;
+--rest mocap onto each clip's own T-pose. Seeded; about a minute on one CPU core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engines import mocap  # noqa: E402
+from engines.pose_prior import ASSET, fit_gaussian_mixture  # noqa: E402
+
+
+def open_rest_joints() -> np.ndarray | None:
+    try:
+        from engines.body import load_body_model
+
+        model = load_body_model("open")
+    except (ImportError, FileNotFoundError):
+        return None
+    return model.rest_joints(torch.zeros(1, 10))[0].detach().cpu().numpy().astype(np.float64)
+
+
+def collect_poses(split: str, rest: np.ndarray | None, fps: float) -> np.ndarray:
+    poses = []
+    for motion in mocap.iter_clips(split, rest_joints=rest, fps=fps, mirror=True):
+        poses.append(motion.body_pose.reshape(motion.num_frames, -1))
+    return np.concatenate(poses).astype(np.float64)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rest", choices=("open", "mocap"), default=None, help="target skeleton (default: open if available)")
+    parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--components", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=ASSET)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.time()
+    rest = None
+    if args.rest in (None, "open"):
+        rest = open_rest_joints()
+        if rest is None and args.rest == "open":
+            raise SystemExit("the open body model is not available (engines.body); use --rest mocap")
+    source = "open body model rest joints" if rest is not None else "each clip's own T-pose"
+    train = collect_poses("train", rest, args.fps)
+    validation = collect_poses("validation", rest, args.fps)
+    print(f"{train.shape[0]} training poses, {validation.shape[0]} validation poses ({source}), {time.time() - start:.1f}s")
+    mixture = fit_gaussian_mixture(train, components=args.components, seed=args.seed)
+    print(f"fitted in {time.time() - start:.1f}s; mean log-likelihood per pose {float(mixture['log_likelihood']):.1f} nats")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        args.output,
+        weights=mixture["weights"].astype(np.float32),
+        means=mixture["means"].astype(np.float32),
+        covariances=mixture["covariances"].astype(np.float32),
+        source=np.array(f"CMU mocap train split, {args.fps:g} fps + mirrors, retargeted onto {source}; "
+                        f"{args.components} components, seed {args.seed}"),
+    )
+    from engines.pose_prior import PosePrior
+
+    prior = PosePrior.load(args.output)
+    with torch.no_grad():
+        nll_train = prior(torch.from_numpy(train).float()).mean().item()
+        nll_val = prior(torch.from_numpy(validation).float()).mean().item()
+        rng = np.random.default_rng(0)
+        random = torch.from_numpy(rng.uniform(-0.6, 0.6, (2000, 69))).float()
+        nll_random = prior(random).mean().item()
+    print(f"mean penalty: train {nll_train:.1f}, held-out {nll_val:.1f}, uniform random (+-0.6 rad) {nll_random:.1f}")
+    print(f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
