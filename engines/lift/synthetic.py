@@ -394,25 +394,29 @@ def vertex_subset_model(model, stride: int = 4):
     """
     from engines.body.model import BodyModel, LandmarkRegressor
 
-    landmark_vertices = torch.cat([model.landmarks_vertex_index.reshape(-1), model.landmarks_coco_vertex_index.reshape(-1)])
-    keep = torch.unique(torch.cat([torch.arange(0, model.num_vertices, stride), landmark_vertices]))
+    # The landmark regressors: BlazePose's 33 rows then COCO's 17, stacked in one buffer.
+    index, weight, joint_weight = model._landmark_index, model._landmark_weight, model._landmark_joint_weight
+    keep = torch.unique(torch.cat([torch.arange(0, model.num_vertices, stride), index.reshape(-1)]))
     position = torch.full((model.num_vertices,), -1, dtype=torch.int64)
     position[keep] = torch.arange(keep.shape[0])
     count = keep.shape[0]
 
-    def per_vertex(flat: Tensor, columns: int) -> np.ndarray:   # (C, V*3) -> (V',3,C)
-        return flat.double().T.reshape(model.num_vertices, 3, columns)[keep].numpy()
+    def regressor(rows: slice) -> LandmarkRegressor:
+        return LandmarkRegressor(position[index[rows]].numpy(), weight[rows].double().numpy(),
+                                 joint_weight[rows].double().numpy())
 
-    def regressor(name: str) -> LandmarkRegressor:
-        return LandmarkRegressor(position[getattr(model, f"{name}_vertex_index")].numpy(),
-                                 getattr(model, f"{name}_vertex_weight").double().numpy(),
-                                 getattr(model, f"{name}_joint_weight").double().numpy())
-
-    posedirs = None if model.posedirs is None else per_vertex(model.posedirs, model.posedirs.shape[0])
+    # Template and shape directions through the public rest_vertices (layout-free).
+    with torch.no_grad():
+        eye = torch.eye(10, dtype=model.dtype)
+        template = model.rest_vertices(torch.zeros(1, 10, dtype=model.dtype))[0]
+        directions = model.rest_vertices(eye) - template                            # (10,V,3)
+    posedirs = None
+    if model.posedirs is not None:  # (207, 3*V), coordinate-major
+        posedirs = model.posedirs.double().reshape(-1, 3, model.num_vertices).permute(2, 1, 0)[keep].numpy()
     sub = BodyModel(
-        v_template=model.v_template[keep].double().numpy(), shapedirs=per_vertex(model.shapedirs, 10),
+        v_template=template[keep].double().numpy(), shapedirs=directions.permute(1, 2, 0)[keep].double().numpy(),
         J_regressor=np.full((24, count), 1.0 / count), lbs_weights=model.lbs_weights[keep].double().numpy(),
-        faces=np.array([[0, 1, 2]]), landmarks=regressor("landmarks"), landmarks_coco=regressor("landmarks_coco"),
+        faces=np.array([[0, 1, 2]]), landmarks=regressor(slice(0, 33)), landmarks_coco=regressor(slice(33, 50)),
         model_id=model.model_id + f"-subset{stride}", posedirs=posedirs, parents=tuple(int(p) for p in model.parents),
         dtype=model.dtype,
     )
