@@ -28,7 +28,7 @@ def _mocap_folder():
 MOCAP = _mocap_folder()
 
 # Measured on the shipped weights with this test's held-out set (96 people from 4 held-out clips,
-# exact keypoints, exact world landmarks): PA-MPJPE 30.9 mm, MPJPE 44.0 mm; bounds with margin.
+# exact keypoints, exact world landmarks): PA-MPJPE 30.3 mm, MPJPE 42.0 mm; bounds with margin.
 EXACT_PA_MPJPE_BOUND_MM = 45.0
 EXACT_MPJPE_BOUND_MM = 65.0
 
@@ -155,11 +155,11 @@ def test_crop_masks_matches_rendering_in_the_box(body_model):
     side = float(max(box[0, 2] - box[0, 0], box[0, 3] - box[0, 1]))
     scale = 64 / side
     centre_x, centre_y = float(box[0, 0] + box[0, 2]) / 2, float(box[0, 1] + box[0, 3]) / 2
-    box_camera = Camera(600.0 * scale, 600.0 * scale, (319.5 - (centre_x - side / 2)) * scale - 0.5,
-                        (239.5 - (centre_y - side / 2)) * scale - 0.5, 64, 64)
+    box_camera = Camera(600.0 * scale, 600.0 * scale, (319.5 - (centre_x - side / 2)) * scale,
+                        (239.5 - (centre_y - side / 2)) * scale, 64, 64)
     direct = torch.from_numpy(render(box_camera, [Mesh(vertices, body_model.faces)]).mask)
     iou = float((crop & direct).sum()) / float((crop | direct).sum())
-    assert iou > 0.85
+    assert iou > 0.9
 
 
 @pytest.mark.skipif(not ASSET_PATH.is_file(), reason="no trained lifter weights")

@@ -70,10 +70,11 @@ def crop_masks(mask: Tensor | np.ndarray, boxes: Tensor | np.ndarray, size: int 
     """Crop a full-frame person mask to each person's square box, resampled to size x size.
 
     mask: (H,W) one mask for everyone, or (P,H,W) one per person; float in [0,1] (or bool).
-    boxes: (P,4) x0, y0, x1, y1 pixels (pixel centres at integer coordinates). The box is made
-    square about its centre (:func:`engines.lift.camera.square_boxes`); crop pixel (i, j) samples
-    the frame at u = bx - b/2 + (j + 0.5) b/size, v = by - b/2 + (i + 0.5) b/size (bilinear,
-    zero outside the frame). Returns (P,size,size) float32.
+    boxes: (P,4) x0, y0, x1, y1 pixels, in the project's pixel convention (pixel (i, j) covers
+    [i, i+1) x [j, j+1), its centre at i + 0.5, as engines/render and engines/pose). The box is
+    made square about its centre (:func:`engines.lift.camera.square_boxes`); crop pixel (row i,
+    column j) samples the frame at u = bx - b/2 + (j + 0.5) b/size, v = by - b/2 + (i + 0.5) b/size
+    (bilinear, zero outside the frame). Returns (P,size,size) float32.
     """
     mask = torch.as_tensor(np.asarray(mask, dtype=np.float32) if isinstance(mask, np.ndarray) else mask).float()
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
@@ -87,8 +88,8 @@ def crop_masks(mask: Tensor | np.ndarray, boxes: Tensor | np.ndarray, size: int 
     steps = (torch.arange(size, dtype=torch.float32) + 0.5) / size - 0.5          # (size,) in (-0.5, 0.5)
     u = centre_x[:, None] + side[:, None] * steps[None]                             # (P,size)
     v = centre_y[:, None] + side[:, None] * steps[None]
-    grid_x = (u + 0.5) * 2.0 / width - 1.0
-    grid_y = (v + 0.5) * 2.0 / height - 1.0
+    grid_x = u * 2.0 / width - 1.0      # align_corners=False: -1 and 1 are the frame's outer edges
+    grid_y = v * 2.0 / height - 1.0
     grid = torch.stack([grid_x[:, None, :].expand(-1, size, -1), grid_y[:, :, None].expand(-1, -1, size)], -1)
     crops = torch.nn.functional.grid_sample(mask[:, None], grid, mode="bilinear", padding_mode="zeros",
                                             align_corners=False)

@@ -371,9 +371,10 @@ def render_mask_bank(model, people: SyntheticPeople, count: int, chunk: int = 64
         for i in range(batch.boxes.shape[0]):
             scale = MASK_SIZE / float(side[i])
             k = batch.intrinsics[i]
+            # The box's square as a 64x64 image (pixel (i, j) covers [i, i+1) x [j, j+1)).
             camera = Camera(float(k[0, 0]) * scale, float(k[1, 1]) * scale,
-                            (float(k[0, 2]) - (float(centre_x[i]) - 0.5 * float(side[i]))) * scale - 0.5,
-                            (float(k[1, 2]) - (float(centre_y[i]) - 0.5 * float(side[i]))) * scale - 0.5,
+                            (float(k[0, 2]) - (float(centre_x[i]) - 0.5 * float(side[i]))) * scale,
+                            (float(k[1, 2]) - (float(centre_y[i]) - 0.5 * float(side[i]))) * scale,
                             MASK_SIZE, MASK_SIZE)
             result = render(camera, [Mesh(batch.vertices[i].numpy(), faces)])
             parts["masks"].append(torch.from_numpy(result.mask.astype(np.uint8)))
