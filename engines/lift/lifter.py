@@ -1,0 +1,179 @@
+"""The shipped lifter: load the trained network, lift people's keypoints to SMPL parameters.
+
+``Lifter.load()`` reads engines/lift/assets/lifter.pt (made by tools/train_lifter.py).
+``lifter(keypoints, boxes, intrinsics, world=None, masks=None)`` returns a :class:`LiftResult`
+for P people. A person with too little evidence gets no body, never a guess: see
+:func:`enough_evidence` (rows of such people are NaN and ``valid`` is False).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engines.lift.camera import square_boxes
+from engines.lift.network import MASK_SIZE, NUM_KEYPOINTS, LiftNetwork
+
+ASSET_PATH = Path(__file__).resolve().parent / "assets" / "lifter.pt"
+
+# The rule for "no body": a keypoint counts as visible at visibility >= VISIBLE_THRESHOLD; a person
+# needs at least MIN_VISIBLE_KEYPOINTS of the 33 visible, and at least one of the 4 torso keypoints
+# (shoulders, hips), to be lifted.
+VISIBLE_THRESHOLD = 0.5
+MIN_VISIBLE_KEYPOINTS = 8
+MIN_VISIBLE_TORSO = 1
+_TORSO = (11, 12, 23, 24)
+
+
+@dataclass
+class LiftResult:
+    """The lifter's answer for P people, float32 tensors, camera frame (x right, y down, z forward).
+
+    global_orient (P,3) and body_pose (P,23,3) axis-angle radians; betas (P,10); transl (P,3)
+    metres; valid (P,) bool, False for people without enough evidence (their rows are NaN).
+    """
+
+    global_orient: Tensor
+    body_pose: Tensor
+    betas: Tensor
+    transl: Tensor
+    valid: Tensor
+
+    def __len__(self) -> int:
+        return int(self.global_orient.shape[0])
+
+    def select(self, index) -> "LiftResult":
+        """The rows picked by ``index`` (a bool mask or integer indices)."""
+        return LiftResult(self.global_orient[index], self.body_pose[index], self.betas[index],
+                          self.transl[index], self.valid[index])
+
+    def only_valid(self) -> tuple[Tensor, "LiftResult"]:
+        """(indices (K,) int64 of the valid people, their rows)."""
+        indices = torch.nonzero(self.valid, as_tuple=False).reshape(-1)
+        return indices, self.select(indices)
+
+
+def enough_evidence(keypoints: Tensor) -> Tensor:
+    """(P,33,3) keypoints -> (P,) bool: the person has enough visible keypoints to be lifted."""
+    visibility = torch.nan_to_num(keypoints[..., 2], nan=0.0)
+    finite = torch.isfinite(keypoints[..., :2]).all(-1)
+    visible = (visibility >= VISIBLE_THRESHOLD) & finite
+    torso = visible[:, list(_TORSO)].sum(1)
+    return (visible.sum(1) >= MIN_VISIBLE_KEYPOINTS) & (torso >= MIN_VISIBLE_TORSO)
+
+
+def crop_masks(mask: Tensor | np.ndarray, boxes: Tensor | np.ndarray, size: int = MASK_SIZE) -> Tensor:
+    """Crop a full-frame person mask to each person's square box, resampled to size x size.
+
+    mask: (H,W) one mask for everyone, or (P,H,W) one per person; float in [0,1] (or bool).
+    boxes: (P,4) x0, y0, x1, y1 pixels, in the project's pixel convention (pixel (i, j) covers
+    [i, i+1) x [j, j+1), its centre at i + 0.5, as engines/render and engines/pose). The box is
+    made square about its centre (:func:`engines.lift.camera.square_boxes`); crop pixel (row i,
+    column j) samples the frame at u = bx - b/2 + (j + 0.5) b/size, v = by - b/2 + (i + 0.5) b/size
+    (bilinear, zero outside the frame). Returns (P,size,size) float32.
+    """
+    mask = torch.as_tensor(np.asarray(mask, dtype=np.float32) if isinstance(mask, np.ndarray) else mask).float()
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    count = boxes.shape[0]
+    if mask.ndim == 2:
+        mask = mask.expand(count, -1, -1)
+    if mask.ndim != 3 or mask.shape[0] != count:
+        raise ValueError(f"mask must be (H,W) or (P,H,W) with P = {count} boxes, got {tuple(mask.shape)}")
+    height, width = mask.shape[1:]
+    centre_x, centre_y, side = square_boxes(boxes)
+    steps = (torch.arange(size, dtype=torch.float32) + 0.5) / size - 0.5          # (size,) in (-0.5, 0.5)
+    u = centre_x[:, None] + side[:, None] * steps[None]                             # (P,size)
+    v = centre_y[:, None] + side[:, None] * steps[None]
+    grid_x = u * 2.0 / width - 1.0      # align_corners=False: -1 and 1 are the frame's outer edges
+    grid_y = v * 2.0 / height - 1.0
+    grid = torch.stack([grid_x[:, None, :].expand(-1, size, -1), grid_y[:, :, None].expand(-1, -1, size)], -1)
+    crops = torch.nn.functional.grid_sample(mask[:, None], grid, mode="bilinear", padding_mode="zeros",
+                                            align_corners=False)
+    return crops[:, 0].contiguous()
+
+
+class Lifter:
+    """The trained lifter. Build with :meth:`load`; call on P people of one frame."""
+
+    def __init__(self, network: LiftNetwork, device: str | torch.device = "cpu", metadata: dict | None = None) -> None:
+        self.network = network.to(device).eval()
+        self.device = torch.device(device)
+        self.metadata = metadata or {}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Lifter":
+        """Load the shipped weights (engines/lift/assets/lifter.pt) or those at ``path``."""
+        path = Path(path) if path is not None else ASSET_PATH
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"lifter weights not found at {path}; train them with "
+                "`python tools/train_lifter.py` (see docs/lifter.md) or pass the path of a trained lifter.pt")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        network = LiftNetwork(**checkpoint["config"])
+        state = {name: value.float() for name, value in checkpoint["state_dict"].items()}
+        network.load_state_dict(state)
+        return cls(network, device, checkpoint.get("metadata", {}))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        keypoints: Tensor | np.ndarray,
+        boxes: Tensor | np.ndarray,
+        intrinsics: Tensor | np.ndarray,
+        world: Tensor | np.ndarray | None = None,
+        masks: Tensor | np.ndarray | None = None,
+    ) -> LiftResult:
+        """Lift P people.
+
+        keypoints (P,33,3) x, y pixels and visibility; boxes (P,4) x0, y0, x1, y1 pixels;
+        intrinsics (3,3) pixels; world (P,33,3) metres, hip-centred, camera-aligned, or None;
+        masks (P,64,64) in [0,1] cropped with :func:`crop_masks`, or None.
+        """
+        def tensor(x):
+            return torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x,
+                                   dtype=torch.float32, device=self.device)
+
+        keypoints = tensor(keypoints)
+        if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
+            raise ValueError(f"keypoints must be (P,33,3) (x, y pixels, visibility), got {tuple(keypoints.shape)}")
+        count = keypoints.shape[0]
+        boxes = tensor(boxes).reshape(-1, 4) if count else torch.zeros(0, 4, device=self.device)
+        if boxes.shape[0] != count:
+            raise ValueError(f"boxes must be (P,4) with P = {count}, got {tuple(boxes.shape)}")
+        intrinsics = tensor(intrinsics)
+        if intrinsics.shape != (3, 3):
+            raise ValueError(f"intrinsics must be a (3,3) camera matrix, got {tuple(intrinsics.shape)}")
+        if world is None:
+            world_t = torch.zeros(count, NUM_KEYPOINTS, 3, device=self.device)
+            world_present = torch.zeros(count, device=self.device)
+        else:
+            world_t = tensor(world)
+            if world_t.shape != (count, NUM_KEYPOINTS, 3):
+                raise ValueError(f"world landmarks must be (P,33,3) metres, got {tuple(world_t.shape)}")
+            world_present = torch.isfinite(world_t).all(-1).all(-1).float()
+        if masks is None:
+            masks_t = torch.zeros(count, MASK_SIZE, MASK_SIZE, device=self.device)
+            mask_present = torch.zeros(count, device=self.device)
+        else:
+            masks_t = tensor(masks)
+            if masks_t.shape != (count, MASK_SIZE, MASK_SIZE):
+                raise ValueError(f"masks must be (P,{MASK_SIZE},{MASK_SIZE}) crops (see crop_masks), "
+                                 f"got {tuple(masks_t.shape)}")
+            mask_present = torch.isfinite(masks_t).all(-1).all(-1).float()
+            masks_t = torch.nan_to_num(masks_t, nan=0.0)
+
+        valid = enough_evidence(keypoints) if count else torch.zeros(0, dtype=torch.bool, device=self.device)
+        orient = torch.full((count, 3), float("nan"), device=self.device)
+        pose = torch.full((count, 23, 3), float("nan"), device=self.device)
+        betas = torch.full((count, 10), float("nan"), device=self.device)
+        transl = torch.full((count, 3), float("nan"), device=self.device)
+        if bool(valid.any()):
+            index = torch.nonzero(valid, as_tuple=False).reshape(-1)
+            out = self.network(torch.nan_to_num(keypoints[index], nan=0.0), boxes[index], intrinsics,
+                               world_t[index], world_present[index], masks_t[index], mask_present[index])
+            orient[index], pose[index], betas[index], transl[index] = out[0], out[1], out[2], out[3]
+        return LiftResult(orient, pose, betas, transl, valid)

@@ -1,0 +1,275 @@
+"""Train the lifter (engines/lift) on synthetic people made on the fly from a body model.
+
+One command, seeded:
+
+    python tools/train_lifter.py                       # the open body model, shipped weights
+    python tools/train_lifter.py --body /path/to/SMPL_NEUTRAL.pkl --out my_lifter.pt
+
+Steps:
+
+1. Poses: every CMU clip in the mocap folder (engines.mocap), retargeted onto the body model's
+   own T-pose skeleton, resampled to 30 fps (cached); the clips of engines.mocap.HELD_OUT_CLIPS
+   are kept for validation only (their list is written to engines/lift/holdout.txt).
+2. A bank of silhouettes rendered with engines.render (cached), for the shape network.
+3. Training: batches from engines.lift.synthetic (mirrored, turned, perturbed poses; random
+   shapes and cameras; detector-like keypoints, world landmarks and masks), AdamW with a
+   warm-up and cosine decay, losses (metres unless said):
+     vertices  mean distance of a fixed subset of vertices, pelvis-aligned;
+     joints    mean distance of the 24 joints, pelvis-aligned, and of the 33 landmarks;
+     2D        mean distance of the projected landmarks to the exact ones, in box units
+               (the box's half side = 1), through the predicted translation;
+     params    squared distance of rotation matrices, of betas; log-depth error.
+4. Validation on held-out clips every ``--eval-every`` steps and at the end: MPJPE, PA-MPJPE,
+   PVE in mm; the weights (float16) and these numbers are saved to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engines.cache import cache_dir  # noqa: E402
+from engines.lift.camera import pixels_to_box, project_points  # noqa: E402
+from engines.lift.metrics import mpjpe, pa_mpjpe, pve  # noqa: E402
+from engines.lift.network import LiftNetwork  # noqa: E402
+from engines.lift.synthetic import HOLDOUT_FILE, SyntheticPeople, render_mask_bank, vertex_subset_model  # noqa: E402
+
+LOSS_WEIGHTS = {"vertices": 1.0, "joints": 1.0, "landmarks": 0.5, "reprojection": 0.5,
+                "rotations": 0.1, "betas": 0.01, "depth": 0.1}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--body", default="open", help='"open" or a path to an SMPL/SMPL+H/SMPL-X model file or folder')
+    parser.add_argument("--gender", default="neutral", help="the model file to pick in a folder")
+    parser.add_argument("--mocap", default=None, help="the mocap folder (INDEX.csv, cmu/); default engines.mocap.mocap_root()")
+    parser.add_argument("--out", default=str(ROOT / "engines" / "lift" / "assets" / "lifter.pt"))
+    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps at most")
+    parser.add_argument("--minutes", type=float, default=35.0,
+                        help="training time at most: the learning-rate schedule runs on the larger of the "
+                             "step and time fractions, so the run ends decayed either way (0: steps only, "
+                             "which makes a run repeat exactly)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--mask-fraction", type=float, default=0.25, help="share of each batch with a silhouette")
+    parser.add_argument("--mask-bank", type=int, default=2000, help="silhouettes rendered for training")
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--validation-size", type=int, default=512)
+    parser.add_argument("--vertex-stride", type=int, default=16,
+                        help="training poses every n-th vertex (and the landmarks' vertices) only")
+    return parser.parse_args(argv)
+
+
+# -- 1. poses -----------------------------------------------------------------------------------
+def pose_bank(model, split: str, mocap_folder: str | None, fps: float = 30.0) -> torch.Tensor:
+    """(N,24,3) model-frame SMPL poses of every clip of a split, retargeted onto the model's skeleton."""
+    from engines import mocap
+
+    rest = model.rest_joints(torch.zeros(1, 10, dtype=model.dtype))[0].double().numpy()
+    clips = mocap.list_clips(split, mocap_folder)
+    key = hashlib.sha256(json.dumps([model.model_id, split, fps, [c.trial for c in clips],
+                                     np.round(rest, 5).tolist()]).encode()).hexdigest()[:16]
+    path = cache_dir() / "lifter" / f"poses_{split}_{key}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    poses = []
+    for info in clips:
+        motion, _ = mocap.load_clip(info, rest_joints=rest, fps=fps, root=mocap_folder)
+        poses.append(np.concatenate([motion.global_orient[:, None], motion.body_pose], 1))
+    bank = np.ascontiguousarray(np.concatenate(poses), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, bank)
+    return torch.from_numpy(bank)
+
+
+def write_holdout(path: Path = HOLDOUT_FILE) -> list[str]:
+    from engines import mocap
+
+    clips = list(mocap.HELD_OUT_CLIPS)
+    text = ("# CMU trials never used to train the lifter (engines.mocap.HELD_OUT_CLIPS); the evaluation\n"
+            "# (tools/eval_lifter.py) draws its sequences from these.\n" + "\n".join(clips) + "\n")
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return clips
+
+
+# -- 2. silhouettes -------------------------------------------------------------------------------
+def mask_bank(model, poses: torch.Tensor, count: int, seed: int, name: str) -> dict:
+    """Rendered silhouettes for ``count`` synthetic people (cached by model, poses, seed, count)."""
+    key = hashlib.sha256(json.dumps([model.model_id, int(poses.shape[0]), float(poses.sum()), seed, count,
+                                     name, 2]).encode()).hexdigest()[:16]
+    path = cache_dir() / "lifter" / f"masks_{name}_{key}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    people = SyntheticPeople(model, poses, torch.Generator().manual_seed(seed))
+    start = time.time()
+    bank = render_mask_bank(model, people, count)
+    print(f"rendered {count} silhouettes ({name}) in {time.time() - start:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(bank, path)
+    return bank
+
+
+# -- 3. losses ------------------------------------------------------------------------------------
+def losses(model, batch, outputs) -> dict[str, torch.Tensor]:
+    """The training losses (see the module docstring) of one batch, each a scalar.
+
+    model: the body model that made ``batch`` (a vertex subset of the full one: every vertex counts).
+    """
+    orient, body_pose, betas, transl, rotations, _camera = outputs
+    body = model(orient, body_pose, betas, None)
+    root_pred = body.joints[:, :1]
+    root_true = batch.joints[:, :1]
+    joints = (body.joints - root_pred - (batch.joints - root_true)).norm(dim=-1).mean()
+    vertices = ((body.vertices - root_pred) - (batch.vertices - root_true)).norm(dim=-1).mean()
+    landmarks = ((body.landmarks - root_pred) - (batch.landmarks - root_true)).norm(dim=-1).mean()
+    predicted_uv = pixels_to_box(project_points(body.landmarks + transl[:, None], batch.intrinsics), batch.boxes)
+    true_uv = pixels_to_box(project_points(batch.landmarks, batch.intrinsics), batch.boxes)
+    reprojection = (predicted_uv - true_uv).norm(dim=-1).clamp(max=2.0).mean()
+    return {
+        "vertices": vertices,
+        "joints": joints,
+        "landmarks": landmarks,
+        "reprojection": reprojection,
+        "rotations": ((rotations - batch.rotations) ** 2).sum((-1, -2)).mean(),
+        "betas": ((betas - batch.betas) ** 2).mean(),
+        "depth": (torch.log(transl[:, 2].clamp(min=0.1)) - torch.log(batch.transl[:, 2])).abs().mean(),
+    }
+
+
+def run_network(network, batch):
+    return network(batch.keypoints, batch.boxes, batch.intrinsics, batch.world, batch.world_present,
+                   batch.masks, batch.mask_present)
+
+
+# -- 4. validation --------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(network, model, batches) -> dict[str, float]:
+    """MPJPE, PA-MPJPE, PVE (mm) and translation error (mm) over fixed validation batches."""
+    network.eval()
+    totals: dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "pve_mm": [], "transl_mm": []}
+    for batch in batches:
+        orient, body_pose, betas, transl, _, _ = run_network(network, batch)
+        body = model(orient, body_pose, betas, transl)
+        totals["mpjpe_mm"].append(mpjpe(body.joints, batch.joints))
+        totals["pa_mpjpe_mm"].append(pa_mpjpe(body.joints, batch.joints))
+        totals["pve_mm"].append(pve(body.vertices, batch.vertices, body.joints[:, 0], batch.joints[:, 0]))
+        totals["transl_mm"].append((transl - batch.transl).norm(dim=-1))
+    network.train()
+    return {key: round(float(torch.cat(value).mean()) * 1000.0, 1) for key, value in totals.items()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from engines.body import load_body_model
+
+    started = time.time()
+    model = load_body_model(args.body, gender=args.gender)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    # 1. Poses, split by whole clips.
+    holdout = write_holdout() if args.body == "open" or not HOLDOUT_FILE.is_file() else None
+    train_poses = pose_bank(model, "train", args.mocap)
+    validation_poses = pose_bank(model, "validation", args.mocap)
+    print(f"poses: {train_poses.shape[0]} training, {validation_poses.shape[0]} held out "
+          f"({holdout or 'engines/lift/holdout.txt'})", flush=True)
+    # 2. Silhouettes.
+    train_masks = mask_bank(model, train_poses, args.mask_bank, args.seed + 101, "train") if args.mask_bank else None
+    validation_masks = mask_bank(model, validation_poses, args.validation_size // 4, args.seed + 202, "validation")
+    # 3. Training.
+    generator = torch.Generator().manual_seed(args.seed)
+    training_model, _ = vertex_subset_model(model, args.vertex_stride)
+    people = SyntheticPeople(training_model, train_poses, generator, train_masks)
+    validation_people = SyntheticPeople(model, validation_poses, torch.Generator().manual_seed(args.seed + 1),
+                                        validation_masks)
+    validation_batches = [validation_people.sample(min(256, args.validation_size - i), with_masks=64)
+                          for i in range(0, args.validation_size, 256)]
+    network = LiftNetwork(width=args.width, blocks=args.blocks)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
+    warmup = min(100, args.steps // 10)
+
+    time_limit = args.minutes * 60.0
+
+    def progress(step: int) -> float:
+        """Fraction of the run done: of the steps, or of the time limit when that is nearer."""
+        by_steps = step / args.steps
+        if time_limit <= 0:
+            return by_steps
+        return max(by_steps, (time.time() - train_start) / time_limit)
+
+    def learning_rate(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress(step))))
+    with_masks = int(round(args.batch * args.mask_fraction)) if train_masks is not None else 0
+    print(f"network: {sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters; "
+          f"set-up {time.time() - started:.0f} s", flush=True)
+    train_start = time.time()
+    running: dict[str, float] = {}
+    history = []
+    steps_done = 0
+    for step in range(args.steps):
+        if step >= warmup and progress(step) >= 1.0:
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = args.lr * learning_rate(step)
+        batch = people.sample(args.batch, with_masks=with_masks)
+        outputs = run_network(network, batch)
+        terms = losses(training_model, batch, outputs)
+        total = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+        optimiser.step()
+        steps_done = step + 1
+        for name, value in terms.items():
+            value = float(value.detach())
+            running[name] = 0.98 * running.get(name, value) + 0.02 * value
+        if (step + 1) % 100 == 0:
+            elapsed = time.time() - train_start
+            print(f"step {step + 1}/{args.steps} {elapsed:.0f} s lr {optimiser.param_groups[0]['lr']:.2e}  " +
+                  " ".join(f"{k} {v:.4f}" for k, v in running.items()), flush=True)
+        if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            scores = validate(network, model, validation_batches)
+            history.append({"step": step + 1, **scores})
+            print(f"validation at step {step + 1}: {scores}", flush=True)
+    train_seconds = time.time() - train_start
+    scores = validate(network, model, validation_batches)
+    history.append({"step": steps_done, **scores})
+    print(f"held-out clips, detector-like noise: {scores}", flush=True)
+    print(f"training time {train_seconds / 60:.1f} min on {args.threads} threads, {steps_done} steps of "
+          f"{args.batch} ({train_seconds / max(1, steps_done):.2f} s/step)", flush=True)
+    # 4. Save (float16 weights).
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: value.detach().half() if value.is_floating_point() else value
+             for name, value in network.state_dict().items()}
+    metadata = {"body_model": model.model_id, "steps": steps_done, "batch": args.batch, "seed": args.seed,
+                "threads": args.threads, "training_seconds": round(train_seconds), "validation": scores,
+                "history": history, "holdout": list(holdout) if holdout else None,
+                "command": "python tools/train_lifter.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    torch.save({"config": network.config, "state_dict": state, "metadata": metadata}, out)
+    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
