@@ -325,13 +325,14 @@ class LiftStage(Stage):
     budget_ms = 60.0
 
     def __init__(self, body_model, fov_deg: float = 60.0, smoothing: str = "one-euro", refine: bool = True,
-                 fit_iterations: int = 6, lifter=None):
+                 fit_iterations: int = 6, lifter=None, lifter_shape: bool = False):
         self.body_model = body_model
         self.fov_deg = fov_deg
         self.smoothing = smoothing
         self.refine = refine
         self.fit_iterations = fit_iterations
         self.lifter = lifter
+        self.lifter_shape = lifter_shape
         self.reconstructor = None
         self._last_t_s: float | None = None
 
@@ -340,7 +341,8 @@ class LiftStage(Stage):
         from stream.reconstruct import BodyReconstructor
 
         self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter, smoothing=self.smoothing,
-                                               refine=self.refine, fit_iterations=self.fit_iterations)
+                                               refine=self.refine, fit_iterations=self.fit_iterations,
+                                               lifter_shape=self.lifter_shape)
         self.reconstructor.warm_up()
 
     def _intrinsics(self, frame) -> np.ndarray:

@@ -71,23 +71,24 @@ def _scores(model, batch, orient, body_pose, betas, transl) -> dict[str, torch.T
 
 
 def evaluate(body: str = "open", lifter_path: str | None = None, frames: int = 90, stride: int = 1,
-             seed: int = 0, refine: bool = True, iterations: int = 20, cold_iterations: int = 30, threads: int = 2,
+             seed: int = 0, refine: bool = True, iterations: int = 6, cold_iterations: int = 8, threads: int = 2,
              mocap_folder=None, log=print) -> dict:
     """The numbers of the module docstring: {"lifter": {...}, "lifter+refinement": {...}, ...}."""
     from engines.body import load_body_model
-    from engines.fit import BodyFitter
+    from engines.body.sparse import LandmarkPoser
+    from engines.fit import BodyFitter, GaussianPosePrior
     from engines.lift import Lifter
-    from engines.lift.synthetic import vertex_subset_model
+    from engines.pose_prior import PosePrior
 
     torch.set_num_threads(threads)
     model = load_body_model(body)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     lifter = Lifter.load(lifter_path)
-    # The fit needs only landmarks: a copy of the model that poses just their vertices.
-    landmark_model, _ = vertex_subset_model(model, stride=model.num_vertices)
-    fitter = BodyFitter(lambda o, p, b, t: landmark_model(o, p, b, t).landmarks, iterations=iterations,
-                        cold_iterations=cold_iterations)
+    # The fit needs only landmarks: pose just the vertices they use.
+    poser = LandmarkPoser(model)
+    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], pose_prior=GaussianPosePrior(PosePrior.load()),
+                        iterations=iterations, cold_iterations=cold_iterations)
     sequences = held_out_sequences(model, frames, stride, seed, mocap_folder=mocap_folder)
     results: dict[str, dict[str, list]] = {"lifter": {}, "lifter+refinement": {}}
     timing = {"lifter_ms_per_person": [], "refinement_ms_per_person": []}
@@ -150,8 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=90, help="frames per held-out clip (30 fps)")
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iterations", type=int, default=20, help="refinement L-BFGS iterations")
-    parser.add_argument("--cold-iterations", type=int, default=30, help="refinement: 3D-only iterations first")
+    parser.add_argument("--iterations", type=int, default=6, help="refinement Levenberg-Marquardt iterations")
+    parser.add_argument("--cold-iterations", type=int, default=8, help="refinement: 3D-only iterations first")
     parser.add_argument("--no-refine", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the numbers here")

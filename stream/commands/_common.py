@@ -30,6 +30,11 @@ def add_engine_arguments(parser) -> None:
                        help="temporal smoothing of each person's body (default one-euro; docs/smoothing.md)")
     group.add_argument("--fit-iterations", type=int, default=6, metavar="N",
                        help="Levenberg-Marquardt iterations of the body fit per frame (default 6)")
+    group.add_argument("--lifter", choices=("auto", "off"), default="auto",
+                       help="auto: the learned lifter anchors the body fit (default); off: the fit alone")
+    group.add_argument("--lifter-shape", action="store_true",
+                       help="take body shape from the lifter's silhouette network (experimental: trained on "
+                            "synthetic silhouettes; default: the average body)")
     group.add_argument("--no-refine", action="store_true",
                        help="skip the fit to the keypoints (needs the learned lifter)")
 
@@ -65,11 +70,36 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
         raise UserError(f"cannot load body model {args.body_model!r}: {exc}") from exc
     has_lifter = False
     if lifter_wanted and stages and body_model is not None:
+        lifter = load_lifter_for(args.lifter, body_model, device=args.device)
+        if lifter is not None and args.lifter_shape:
+            stages[0].keep_masks = True  # the lifter's shape network reads the person masks
+        if lifter is None and args.no_refine:
+            raise UserError("--no-refine needs the learned lifter (--lifter auto and its weights)")
         stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, refine=not args.no_refine,
-                                fit_iterations=args.fit_iterations))
+                                fit_iterations=args.fit_iterations, lifter=lifter, lifter_shape=args.lifter_shape))
         stages.append(BodyStage(body_model))
         has_lifter = True
     return stages, body_model, has_lifter
+
+
+def load_lifter_for(choice: str, body_model, device: str = "cpu"):
+    """The shipped lifter, or None when turned off, when its weights are missing, or when the
+    body model is not the one it was trained for (it predicts that model's parameters)."""
+    if choice == "off":
+        return None
+    from engines.lift import Lifter
+
+    try:
+        lifter = Lifter.load(device=device)
+    except FileNotFoundError as exc:
+        log.warning("no lifter: %s; fitting bodies without it", exc)
+        return None
+    trained_for = lifter.metadata.get("body_model")
+    if trained_for is not None and trained_for != getattr(body_model, "model_id", None):
+        log.warning("the shipped lifter was trained for %s, not %s: fitting bodies without it "
+                    "(retrain it for this model: docs/lifter.md)", trained_for, body_model.model_id)
+        return None
+    return lifter
 
 
 def source_intrinsics(source, fov_deg: float) -> tuple[float, float, float, float]:
