@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +56,16 @@ def meshstream(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           text=True, env=env, **kwargs)
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt even when the test runner itself was started with SIGINT ignored (as a
+    non-interactive shell starts background jobs)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def meshstream_popen(*args: str, **kwargs) -> subprocess.Popen:
+    """Start ``python -m stream ARGS`` from the repository root; Ctrl-C (SIGINT) reaches it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "stream", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible, **kwargs)
