@@ -242,24 +242,34 @@ class _Degrader:
     1. Each finished frame updates an exponential moving average of end-to-end latency.
     2. Above the budget, or when the source dropped frames since the last check, the level
        goes up one step (at most every ``hold`` frames, up to 3).
-    3. Below 60% of the budget for ``hold`` frames in a row, it goes down one step.
+    3. Below 60% of the budget for ``recover_hold`` frames in a row, it goes down one step.
+    4. A step down that proves premature (overload again within 4 x recover_hold frames)
+       doubles recover_hold, up to ``max_recover_hold``: work the machine cannot afford is not
+       tried again every few frames (each retry is a latency spike).
     """
 
-    def __init__(self, budget_ms: float, hold: int = 10):
+    def __init__(self, budget_ms: float, hold: int = 10, max_recover_hold: int = 600):
         self.budget_ms = budget_ms
         self.hold = hold
+        self.recover_hold = hold
+        self.max_recover_hold = max_recover_hold
         self.ema_ms: float | None = None
         self.level = 0
         self._since_change = 0
+        self._since_down: int | None = None
         self._calm = 0
         self._last_drops = 0
 
     def update(self, e2e_ms: float, drops: int) -> int:
         self.ema_ms = e2e_ms if self.ema_ms is None else 0.8 * self.ema_ms + 0.2 * e2e_ms
         self._since_change += 1
+        if self._since_down is not None:
+            self._since_down += 1
         new_drops = drops > self._last_drops
         self._last_drops = drops
         if (self.ema_ms > self.budget_ms or new_drops) and self._since_change >= self.hold and self.level < 3:
+            if self._since_down is not None and self._since_down < 4 * self.recover_hold:
+                self.recover_hold = min(2 * self.recover_hold, self.max_recover_hold)
             self.level += 1
             self._since_change = 0
             self._calm = 0
@@ -267,10 +277,11 @@ class _Degrader:
                      self.ema_ms, self.budget_ms, self.level)
         elif self.ema_ms < 0.6 * self.budget_ms and not new_drops:
             self._calm += 1
-            if self._calm >= self.hold and self.level > 0:
+            if self._calm >= self.recover_hold and self.level > 0:
                 self.level -= 1
                 self._calm = 0
                 self._since_change = 0
+                self._since_down = 0
         else:
             self._calm = 0
         return self.level

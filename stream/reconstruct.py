@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,9 +101,10 @@ class BodyReconstructor:
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._shapes: dict[int, np.ndarray] = {}
 
-    def warm_up(self) -> None:
-        """Run one fit on a made-up person, so the first real frame does not pay the one-off
-        start-up costs (vectorised differentiation traces the code on first use)."""
+    def warm_up(self) -> float:
+        """Run fits on a made-up person, so the first real frame does not pay the one-off
+        start-up costs (vectorised differentiation traces the code on first use). Returns the
+        time of a warm-started fit of one person, in ms: what the fit costs per frame here."""
         from engines.fit import project
 
         upright = torch.tensor([[math.pi, 0.0, 0.0]])
@@ -111,8 +113,11 @@ class BodyReconstructor:
         keypoints = torch.cat([project(landmarks, intrinsics), torch.ones(1, 33, 1)], -1)
         world = landmarks - 0.5 * (landmarks[:, 23] + landmarks[:, 24])[:, None]
         first = self.fitter.fit(keypoints, intrinsics, torch.zeros(1, 10), world_landmarks=world)
-        self.fitter.fit(keypoints, intrinsics, torch.zeros(1, 10), world_landmarks=world,
-                        previous=(first.global_orient, first.body_pose, first.transl))
+        previous = (first.global_orient, first.body_pose, first.transl)
+        self.fitter.fit(keypoints, intrinsics, torch.zeros(1, 10), world_landmarks=world, previous=previous)
+        start = time.perf_counter()
+        self.fitter.fit(keypoints, intrinsics, torch.zeros(1, 10), world_landmarks=world, previous=previous)
+        return (time.perf_counter() - start) * 1000.0
 
     def reset(self) -> None:
         """Forget every track (a new video)."""

@@ -343,7 +343,14 @@ class LiftStage(Stage):
         self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter, smoothing=self.smoothing,
                                                refine=self.refine, fit_iterations=self.fit_iterations,
                                                lifter_shape=self.lifter_shape)
-        self.reconstructor.warm_up()
+        self.fit_ms = self.reconstructor.warm_up()
+        # Live, the fit runs only if this machine affords it within the stage's budget; with a
+        # lifter to answer alone, frames are not made late by a fit that cannot keep up.
+        self.fit_affordable = not (context.policy == "live" and self.lifter is not None and self.refine
+                                   and self.fit_ms > self.budget_ms)
+        if not self.fit_affordable:
+            log.info("lift: the fit takes %.0f ms per person here (budget %.0f ms): live frames use the "
+                     "lifter alone; `meshstream process` fits every frame", self.fit_ms, self.budget_ms)
 
     def _intrinsics(self, frame) -> np.ndarray:
         given = getattr(self.context, "info", {}).get("intrinsics") if hasattr(self, "context") else None
@@ -357,11 +364,12 @@ class LiftStage(Stage):
             self.reconstructor.reset()  # the timeline restarted (a reconnected stream)
         self._last_t_s = t_s
         people = [p for p in packet.people if p.keypoints is not None and p.bbox is not None]
-        # Degrade: halve the fit's iterations per level; skip it when a lifter can answer alone.
+        # Degrade: with a lifter, skip the fit from the first level (the lifter answers alone);
+        # without one, halve the fit's iterations per level.
         level = getattr(self.context, "degrade_level", 0)
         fitter = self.reconstructor.fitter
         fitter.iterations = max(1, self.fit_iterations >> level)
-        self.reconstructor.refine = self.refine and not (level >= 2 and self.lifter is not None)
+        self.reconstructor.refine = self.refine and self.fit_affordable and not (level >= 1 and self.lifter is not None)
         have_world = bool(people) and all(p.world_landmarks is not None for p in people)
         result = self.reconstructor(
             t_s,

@@ -161,3 +161,23 @@ def test_watchdog_reports_a_stalled_stage(clip):
 def test_max_frames_limits_the_run(clip):
     stats = Pipeline(VideoFileSource(clip), [Blur()], max_frames=5).run().summary()
     assert stats["frames_in"] == stats["frames_out"] == 5
+
+
+def test_degrader_waits_longer_before_recovering_after_a_premature_recovery():
+    from stream.pipeline import _Degrader
+
+    degrader = _Degrader(budget_ms=100.0, hold=10)
+    # 1. Overload raises the level; calm frames lower it after `hold` frames.
+    levels = [degrader.update(500.0, 0) for _ in range(12)]
+    assert max(levels) == 1
+    calm = [degrader.update(10.0, 0) for _ in range(40)]
+    assert calm[-1] == 0 and degrader.recover_hold == 10
+    # 2. Overload right after that recovery: the next recovery must wait twice as long.
+    for _ in range(12):
+        degrader.update(500.0, 0)
+    assert degrader.level >= 1 and degrader.recover_hold == 20
+    waited = 0
+    while degrader.level > 0 and waited < 500:
+        degrader.update(10.0, 0)
+        waited += 1
+    assert 20 <= waited < 500
