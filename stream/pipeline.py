@@ -270,6 +270,7 @@ class _Degrader:
         if (self.ema_ms > self.budget_ms or new_drops) and self._since_change >= self.hold and self.level < 3:
             if self._since_down is not None and self._since_down < 4 * self.recover_hold:
                 self.recover_hold = min(2 * self.recover_hold, self.max_recover_hold)
+            self._since_down = None  # one step down is judged once
             self.level += 1
             self._since_change = 0
             self._calm = 0
