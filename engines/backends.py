@@ -19,7 +19,6 @@ precision, versions and weights hash; a cached engine is reused only when its si
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.cache import cache_dir
+from engines.cache import cache_dir, file_sha256
 
 log = logging.getLogger("meshstream.backends")
 
@@ -196,7 +195,7 @@ class TensorRTEngine(Engine):
             except ValueError:
                 cached = None
         if cached is not None and {k: v for k, v in cached.items() if k != "engine_sha256"} == wanted \
-                and cached.get("engine_sha256") == _sha256(engine_file):
+                and cached.get("engine_sha256") == file_sha256(engine_file):
             log.info("%s: reusing TensorRT engine %s", spec.name, engine_file)
             self.module = torch.export.load(str(engine_file)).module()
         else:
@@ -223,7 +222,7 @@ class TensorRTEngine(Engine):
             examples = [torch.zeros((1, *s[1:]), device=self.device, dtype=self.dtype) for s in self.spec.input_shapes]
             torch_tensorrt.save(compiled, str(tmp), inputs=examples)
         os.replace(tmp, engine_file)
-        sidecar = dict(sidecar, engine_sha256=_sha256(engine_file))
+        sidecar = dict(sidecar, engine_sha256=file_sha256(engine_file))
         sidecar_file.write_text(json.dumps(sidecar, indent=1))
         return compiled
 
@@ -237,14 +236,6 @@ class TensorRTEngine(Engine):
             part = part if isinstance(part, (tuple, list)) else (part,)
             outs.append([p.float() for p in part])
         return tuple(torch.cat([o[k] for o in outs]) for k in range(len(outs[0])))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.cache import cache_dir
+from engines.cache import cache_dir, file_sha256
 from engines.tflite_import import PLAN_FORMAT, Plan, TFLiteModule, read_plan
 
 log = logging.getLogger("meshstream.models")
@@ -69,14 +69,6 @@ def models_dir() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -103,14 +95,14 @@ def check_model(name: str) -> dict:
     if not tfl.exists():
         status["tflite"] = "missing"
     else:
-        status["tflite"] = "ok" if _sha256(tfl) == source.sha256 else "corrupt"
+        status["tflite"] = "ok" if file_sha256(tfl) == source.sha256 else "corrupt"
     conv, manifest_file = converted_path(name), _manifest_path(name)
     if not conv.exists() or not manifest_file.exists():
         status["converted"] = "missing"
     else:
         try:
             manifest = json.loads(manifest_file.read_text())
-            good = (manifest.get("converted_sha256") == _sha256(conv) and manifest.get("tflite_sha256") == source.sha256
+            good = (manifest.get("converted_sha256") == file_sha256(conv) and manifest.get("tflite_sha256") == source.sha256
                     and manifest.get("plan_format") == PLAN_FORMAT)
         except (OSError, ValueError):
             good = False

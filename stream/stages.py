@@ -235,10 +235,11 @@ class PublishStage(Stage):
         self.publisher.release_thread_socket()
 
 
-class ResultsStage(Stage):
-    """Adds each packet to a :class:`stream.writers.NpzWriter`; finalizes the file on close."""
+class WriterStage(Stage):
+    """Adds each packet to a writer (anything with ``add(packet)`` and ``close()``) and
+    finalizes the file on close."""
 
-    name = "results"
+    name = "writer"
     inputs = ("frame",)
     outputs = ()
     budget_ms = 5.0
@@ -254,23 +255,18 @@ class ResultsStage(Stage):
         self.writer.close()
 
 
-class OverlayStage(Stage):
-    """Adds each packet to a :class:`stream.writers.OverlayVideoWriter`; finalizes on close."""
+class ResultsStage(WriterStage):
+    """The results file (:class:`stream.writers.NpzWriter`)."""
+
+    name = "results"
+    budget_ms = 5.0
+
+
+class OverlayStage(WriterStage):
+    """The overlay video (:class:`stream.writers.OverlayVideoWriter`)."""
 
     name = "overlay"
-    inputs = ("frame",)
-    outputs = ()
     budget_ms = 30.0
-
-    def __init__(self, writer):
-        self.writer = writer
-
-    def process(self, packet: Packet) -> Packet:
-        self.writer.add(packet)
-        return packet
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def load_body_model_for(spec: str | None, device: str = "cpu"):
