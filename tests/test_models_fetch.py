@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from engines import models
+from engines.cache import file_sha256
 from tests.conftest import ROOT
 
 
@@ -30,7 +31,7 @@ def test_fetch_leaves_every_network_valid_with_the_published_hashes(fetched):
     assert [s["name"] for s in fetched] == list(models.MODELS)
     assert all(s["valid"] for s in fetched)
     for name, source in models.MODELS.items():
-        assert models._sha256(models.tflite_path(name)) == source.sha256
+        assert file_sha256(models.tflite_path(name)) == source.sha256
 
 
 def test_a_corrupt_converted_file_is_detected_and_rebuilt(fetched, tmp_path, monkeypatch):
