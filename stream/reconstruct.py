@@ -5,7 +5,8 @@ alone (a script, a test) or inside a pipeline stage. Per frame:
 
 1. Track: stable ids for the detections (:class:`stream.tracking.Tracker`), unless the caller
    gives them (the pipeline tracks in a stage of its own).
-2. Select: people with too few visible keypoints get no body (never a guess).
+2. Select: people with fewer than ``min_visible_keypoints`` visible keypoints, or no visible
+   shoulder or hip, get no body (never a guess); the lifter's own rule.
 3. Lift: the learned lifter's pose, shape and translation, when a lifter is given; it anchors
    the fit and gives the shape.
 4. Shape: one shape per track: the track's consolidated betas once they have settled, else the
@@ -36,7 +37,7 @@ from stream.tracking import Tracker
 
 log = logging.getLogger("meshstream.reconstruct")
 
-# BlazePose indices of the torso: a body is fitted only when it is seen.
+# BlazePose indices of the torso: a body is fitted only when some of it is seen.
 _TORSO = (11, 12, 23, 24)
 
 
@@ -164,7 +165,7 @@ class BodyReconstructor:
         # 2. Select.
         visible = keypoints[..., 2] >= 0.5
         chosen = [i for i in range(count)
-                  if visible[i].sum() >= self.min_visible_keypoints and visible[i, list(_TORSO)].sum() >= 3]
+                  if visible[i].sum() >= self.min_visible_keypoints and visible[i, list(_TORSO)].any()]
         if chosen:
             kp = torch.from_numpy(keypoints[chosen])
             world = None if world_landmarks is None else torch.from_numpy(np.asarray(world_landmarks, np.float32)[chosen])
