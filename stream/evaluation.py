@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-PELVIS = 0  # SMPL joint 0
+from engines.metrics import PELVIS  # SMPL joint 0
 REQUIRED_KEYS = ("frame_index", "track_id", "joints", "keypoints2d")
 METRIC_NAMES = ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "accel_error_mm", "keypoint_error_px")
 
@@ -86,69 +86,16 @@ def load_sequence(path: str | Path, name: str | None = None) -> Sequence:
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-instance metrics (unit-agnostic: the result is in the inputs' unit)
+# Per-instance metrics: one definition, in engines/metrics.py
 
-
-def pelvis_aligned(points: np.ndarray, joints: np.ndarray) -> np.ndarray:
-    """Points (N, K, 3) minus each instance's pelvis joints[:, 0] (N, 24, 3)."""
-    return points - joints[:, PELVIS:PELVIS + 1]
-
-
-def mpjpe(pred_joints: np.ndarray, gt_joints: np.ndarray) -> np.ndarray:
-    """Mean per-joint position error after aligning the pelvis joints: (N, J, 3) x2 -> (N,)."""
-    diff = pelvis_aligned(pred_joints, pred_joints) - pelvis_aligned(gt_joints, gt_joints)
-    return np.linalg.norm(diff, axis=-1).mean(axis=-1)
-
-
-def procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Best similarity transform (scale, rotation, translation) of source onto target, least squares.
-
-    source, target (N, J, 3) -> aligned source (N, J, 3). Umeyama's closed form with the
-    reflection excluded.
-    """
-    mu_s = source.mean(axis=1, keepdims=True)
-    mu_t = target.mean(axis=1, keepdims=True)
-    s0, t0 = source - mu_s, target - mu_t
-    # 1. Cross-covariance and its SVD.
-    cov = np.einsum("nji,njk->nik", t0, s0)  # (N, 3, 3) = sum_j t_j s_j^T
-    u, sing, vt = np.linalg.svd(cov)
-    # 2. Rotation target <- source, forcing det = +1.
-    d = np.sign(np.linalg.det(u @ vt))
-    d = np.where(d == 0, 1.0, d)
-    fix = np.ones_like(sing)
-    fix[:, 2] = d
-    rotation = u @ (fix[:, :, None] * vt)
-    # 3. Scale minimising the residual, then translation.
-    var_s = (s0 ** 2).sum(axis=(1, 2))
-    scale = (sing * fix).sum(axis=1) / np.maximum(var_s, 1e-30)
-    return scale[:, None, None] * np.einsum("nik,njk->nji", rotation, s0) + mu_t
-
-
-def pa_mpjpe(pred_joints: np.ndarray, gt_joints: np.ndarray) -> np.ndarray:
-    """Mean per-joint error after similarity Procrustes alignment of pred to gt: (N, J, 3) x2 -> (N,)."""
-    aligned = procrustes_align(pred_joints, gt_joints)
-    return np.linalg.norm(aligned - gt_joints, axis=-1).mean(axis=-1)
-
-
-def pve(pred_vertices, gt_vertices, pred_joints, gt_joints) -> np.ndarray:
-    """Mean per-vertex error with each mesh translated so its pelvis joint is at the origin -> (N,)."""
-    diff = pelvis_aligned(pred_vertices, pred_joints) - pelvis_aligned(gt_vertices, gt_joints)
-    return np.linalg.norm(diff, axis=-1).mean(axis=-1)
-
-
-def acceleration_error(pred_joints: np.ndarray, gt_joints: np.ndarray) -> np.ndarray:
-    """Per-frame acceleration error of one track over consecutive frames: (T, J, 3) x2 -> (T - 2,).
-
-    Accelerations are second differences x[t+1] - 2 x[t] + x[t-1] of pelvis-aligned joints
-    (units per frame^2); the error is the mean over joints of the norm of their difference.
-    """
-    if pred_joints.shape[0] < 3:
-        return np.zeros(0)
-    p = pelvis_aligned(pred_joints, pred_joints)
-    g = pelvis_aligned(gt_joints, gt_joints)
-    accel_p = p[2:] - 2 * p[1:-1] + p[:-2]
-    accel_g = g[2:] - 2 * g[1:-1] + g[:-2]
-    return np.linalg.norm(accel_p - accel_g, axis=-1).mean(axis=-1)
+from engines.metrics import (  # noqa: E402  (re-exported: part of this module's API)
+    acceleration_error,
+    mpjpe,
+    pa_mpjpe,
+    pelvis_aligned,
+    procrustes_align,
+    pve,
+)
 
 
 def keypoint_error(pred_keypoints: np.ndarray, gt_keypoints: np.ndarray, min_visibility: float = 0.5) -> np.ndarray:
