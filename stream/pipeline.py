@@ -196,14 +196,19 @@ class PipelineStats:
 
     def format(self) -> str:
         """A few human-readable lines."""
-        s = self.summary()
-        lines = [f"{s['frames_out']} frames in {s['wall_s']:.2f} s ({s['throughput_fps']:.1f} fps), "
-                 f"end-to-end p50 {s['e2e_p50_ms']:.1f} ms p95 {s['e2e_p95_ms']:.1f} ms max {s['e2e_max_ms']:.1f} ms, "
-                 f"dropped at source {s['dropped_at_source']}"]
-        for name, st in s["stages"].items():
-            lines.append(f"  {name:<10} p50 {st['p50_ms']:7.2f} ms  p95 {st['p95_ms']:7.2f} ms  max {st['max_ms']:7.2f} ms"
-                         f"  budget {st['budget_ms']:.0f} ms  overruns {st['overruns']}  skipped {st['skipped']}")
-        return "\n".join(lines)
+        return format_summary(self.summary())
+
+
+def format_summary(s: dict, title: str | None = None) -> str:
+    """Human-readable lines of a :meth:`PipelineStats.summary` (also one read back from JSON)."""
+    head = f"{title}: " if title else ""
+    lines = [f"{head}{s['frames_out']} frames in {s['wall_s']:.2f} s ({s['throughput_fps']:.1f} fps), "
+             f"end-to-end p50 {s['e2e_p50_ms']:.1f} ms p95 {s['e2e_p95_ms']:.1f} ms max {s['e2e_max_ms']:.1f} ms, "
+             f"dropped at source {s['dropped_at_source']}, degrade level max {s['max_degrade_level']}"]
+    for name, st in s["stages"].items():
+        lines.append(f"  {name:<10} p50 {st['p50_ms']:7.2f} ms  p95 {st['p95_ms']:7.2f} ms  max {st['max_ms']:7.2f} ms"
+                     f"  budget {st['budget_ms']:.0f} ms  overruns {st['overruns']}  skipped {st['skipped']}")
+    return "\n".join(lines)
 
 
 class Watchdog:

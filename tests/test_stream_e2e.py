@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.stream_helpers import ROOT, free_port, make_clip, meshstream, meshstream_popen
+from tests.stream_helpers import ROOT, free_port, make_clip, meshstream, meshstream_popen, write_clip
 
 SQUATS = ROOT / "stream" / "assets" / "sample.mp4"  # pose_squats.mp4, vendored
 
@@ -54,8 +54,6 @@ def _lines(text: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def squats10(tmp_path_factory):
     """The first 10 frames of the real squats clip (a person in every frame), 5 fps, 360 px."""
-    import av
-
     from stream.sources import VideoFileSource
 
     path = tmp_path_factory.mktemp("real") / "squats10.mp4"
@@ -64,18 +62,7 @@ def squats10(tmp_path_factory):
         frames.append(f.image)
         if len(frames) == 10:
             break
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=5)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        for i, image in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(image, format="rgb24")
-            vf.pts = i
-            for p in s.encode(vf):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_clip(path, frames, fps=5)
 
 
 def test_run_publishes_every_frame_in_order_with_valid_arrays_and_topology(squats10):

@@ -120,26 +120,18 @@ def _jsonable(value):
     return str(value)
 
 
-def _run_lines(title: str, s: dict) -> list[str]:
-    lines = [f"{title}: {s['frames_out']} frames, {s['throughput_fps']:.1f} fps, end-to-end p50 {s['e2e_p50_ms']:.1f} ms "
-             f"p95 {s['e2e_p95_ms']:.1f} ms max {s['e2e_max_ms']:.1f} ms, dropped {s['dropped_at_source']}, "
-             f"degrade level max {s['max_degrade_level']}"]
-    for name, st in s["stages"].items():
-        lines.append(f"    {name:<10} p50 {st['p50_ms']:7.2f} ms  p95 {st['p95_ms']:7.2f} ms  max {st['max_ms']:7.2f} ms  "
-                     f"overruns {st['overruns']}")
-    return lines
-
-
 def format_result(r: dict) -> str:
+    from stream.pipeline import format_summary
+
     lines = [f"input: {r['input']}  ({r['machine']['cpu_count']} CPUs, torch threads {r['machine']['torch_threads']})"]
     lines.append("stages alone: " + ", ".join(f"{k} {v['fps']:.1f} fps" for k, v in r["alone"].items()))
-    lines += _run_lines("offline pipeline", r["offline"])
+    lines += format_summary(r["offline"], "offline pipeline").splitlines()
     lines.append(f"pipeline efficiency: {r['efficiency']:.2f} (end-to-end fps / slowest stage alone)")
     if "long_offline" in r:
         lines.append("longer clip, stages alone: " + ", ".join(f"{k} {v['fps']:.1f} fps" for k, v in r["long_alone"].items()))
-        lines += _run_lines(f"longer clip offline ({r['long_input']})", r["long_offline"])
+        lines += format_summary(r["long_offline"], f"longer clip offline ({r['long_input']})").splitlines()
         lines.append(f"pipeline efficiency on the longer clip: {r['long_efficiency']:.2f}")
-        lines += _run_lines("live, 30 fps real time", r["live_30fps"])
+        lines += format_summary(r["live_30fps"], "live, 30 fps real time").splitlines()
         lines.append(f"    p95 within two frame intervals (66.7 ms): {r['live_30fps']['p95_within_two_intervals']}")
     for p in r.get("publisher", []):
         lines.append(f"publisher, as fast as possible ({p['num_vertices']} vertices, {p['dtype']}): {p['messages_per_s']:.0f} msg/s, "
