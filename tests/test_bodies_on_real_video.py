@@ -21,7 +21,9 @@ def processed(tmp_path_factory):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(out) as data:
-        return {k: data[k] for k in data.files}
+        arrays = {k: data[k] for k in data.files}
+    arrays["path"] = out
+    return arrays
 
 
 def test_every_frame_of_the_clip_gets_one_finite_body(processed):
@@ -52,3 +54,15 @@ def test_fitted_landmarks_land_on_the_detected_keypoints(processed):
     assert per_frame.max() <= 15.0
     # The joints written are the model's joints for the parameters written.
     assert np.allclose(out.joints.numpy(), processed["joints"], atol=1e-4)
+
+
+def test_rendered_body_covers_the_person_mask(processed):
+    """The body's silhouette against BlazePose's person mask (issue 5 asks for the IoU)."""
+    from tools.measure_real_clip import measure
+
+    figures = measure(DATA / "blazepose" / "pose_squats.mp4", processed["path"])
+    print(f"silhouette IoU: mean {figures['iou_mean']:.3f}, min {figures['iou_min']:.3f}")
+    assert figures["frames_with_body"] == 30
+    assert figures["joints_vs_saved_max_m"] < 1e-4
+    assert figures["iou_mean"] >= 0.75
+    assert figures["iou_min"] >= 0.6
