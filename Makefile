@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup models demo test bench synthetic clean
+.PHONY: setup models demo test bench synthetic accuracy clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ bench: models
 # The synthetic benchmark's clips with exact ground truth (docs/accuracy.md).
 synthetic: setup
 	$(BIN)/python tools/make_synthetic.py --out out/synthetic --seed 0 --contact-sheet
+
+# The standing accuracy benchmark: the synthetic set, `meshstream process` in each stage
+# configuration, `meshstream eval`; the table of docs/accuracy.md (out/benchmark/table.md).
+accuracy: models
+	$(BIN)/python tools/run_benchmark.py --out out/benchmark --markdown out/benchmark/table.md
 
 clean:
 	rm -rf $(VENV) out
