@@ -106,12 +106,14 @@ def test_missing_or_unsupported_inputs_raise_clear_errors(tmp_path):
 
 
 SERVERS = {"tcp": ("stream_ts_server.py", "tcp://127.0.0.1:{port}"),
+           "http": ("stream_ts_server.py", "http://127.0.0.1:{port}/live.ts"),
            "rtsp": ("stream_rtsp_server.py", "rtsp://127.0.0.1:{port}/live")}
 
 
 def _serve(scheme: str, port: int, first: int) -> subprocess.Popen:
     script = str(ROOT / "tests" / SERVERS[scheme][0])
-    return subprocess.Popen([sys.executable, script, str(port), str(first)],
+    extra = ["30", scheme] if scheme == "http" else []
+    return subprocess.Popen([sys.executable, script, str(port), str(first), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
