@@ -28,8 +28,10 @@ Steps of :meth:`BodyFitter.fit`:
    which are well conditioned, then step 2 again.
 4. Levenberg-Marquardt on the full energy over orientation, pose and translation (75 unknowns
    per person). The robust term enters as iteratively reweighted least squares; Jacobians are
-   exact, by forward-mode differentiation vectorised over people and unknowns (one batched
-   evaluation per iteration, so few iterations suffice and each is cheap).
+   exact: the landmarks' analytically through the kinematic chain when the landmark function
+   offers it (:meth:`engines.body.sparse.LandmarkPoser.linearize`), else by forward-mode
+   differentiation vectorised over people and unknowns; the other terms' in closed form. All
+   people are solved at once, so few iterations suffice and each is cheap.
 
 Nothing here is specific to one body model: it needs a callable that maps parameters to
 landmarks (see :class:`LandmarkFunction`).
@@ -44,6 +46,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from engines.body.sparse import left_jacobian, skew
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 # BlazePose keypoint indices used here.
@@ -55,6 +58,8 @@ _TORSO = (_LEFT_SHOULDER, _RIGHT_SHOULDER, _LEFT_HIP, _RIGHT_HIP)
 _SMPL_LEFT_SHOULDER, _SMPL_RIGHT_SHOULDER = 15, 16
 _SMPL_KNEES = (3, 4)      # left_knee, right_knee: bend about +x in SMPL's frame
 _SMPL_ELBOWS = (17, 18)   # left_elbow (bends about -y), right_elbow (about +y)
+# (body_pose joint, axis, sign) of each hinge residual relu(sign * body_pose[joint, axis]).
+_HINGES = ((_SMPL_KNEES[0], 0, -1.0), (_SMPL_KNEES[1], 0, -1.0), (_SMPL_ELBOWS[0], 1, 1.0), (_SMPL_ELBOWS[1], 1, -1.0))
 
 
 class LandmarkFunction(Protocol):
@@ -192,8 +197,12 @@ class BodyFitter:
     """Batched SMPLify-style fit of a body model's landmarks to keypoints (Levenberg-Marquardt).
 
     Args:
-        landmarks_fn: maps (global_orient (P,3), body_pose (P,23,3), betas (P,10), transl (P,3))
-            to landmarks (P,33,3) in the camera frame; must be vmap-able (plain tensor code).
+        landmarks_fn: either an object with ``linearize(global_orient, body_pose, betas, transl,
+            jacobian=True) -> (landmarks (P,33,3), jacobian (P,33,3,75) or None)`` (a
+            :class:`engines.body.sparse.LandmarkPoser`: analytic Jacobians, the fast path), or a
+            callable mapping (global_orient (P,3), body_pose (P,23,3), betas (P,10), transl (P,3))
+            to landmarks (P,33,3) in the camera frame, differentiated by forward-mode automatic
+            differentiation (must be vmap-able plain tensor code; about 10x slower).
         weights: the energy's weights (:class:`FitWeights`).
         pose_prior: a :class:`GaussianPosePrior` (default: isotropic, 1 rad).
         iterations: LM iterations of the final stage (step 4).
@@ -209,76 +218,142 @@ class BodyFitter:
         cold_iterations: int = 8,
     ) -> None:
         self.landmarks_fn = landmarks_fn
+        self._linearize = getattr(landmarks_fn, "linearize", None)
         self.weights = weights or FitWeights()
         self.pose_prior = pose_prior or GaussianPosePrior()
         self.iterations = iterations
         self.cold_iterations = cold_iterations
 
-    # -- residuals of one person (vmapped over people) -------------------------------------
-    def _residuals(self, theta, betas, keypoints, sqrt_w2d, world, sqrt_wworld, anchor_rot, sqrt_wanchor,
-                   prev_rot, prev_transl, sqrt_wprev, prior_mean, prior_whiten, intrinsics, use_2d: bool):
-        """theta (75,) = orient (3), pose (69), transl (3) -> residual vector (R,), its squared
-        norm being the energy (with the robust weights frozen)."""
-        w = self.weights
-        orient, pose, transl = theta[:3], theta[3:72], theta[72:]
-        landmarks = self.landmarks_fn(orient[None], pose.reshape(1, 23, 3), betas[None], transl[None])[0]
-        parts = []
-        if use_2d:
-            uv = project(landmarks[None], intrinsics)[0]
-            parts.append(((uv - keypoints[:, :2]) * sqrt_w2d[:, None]).reshape(-1))
-        mid_hip = 0.5 * (landmarks[_LEFT_HIP] + landmarks[_RIGHT_HIP])
-        parts.append(((landmarks - mid_hip - world) * sqrt_wworld[:, None]).reshape(-1))
-        rot = axis_angle_to_matrix(theta[:72].reshape(24, 3))
-        parts.append(((rot - anchor_rot) * sqrt_wanchor).reshape(-1))
-        parts.append(((rot - prev_rot) * sqrt_wprev).reshape(-1))
-        parts.append((transl - prev_transl) * sqrt_wprev * math.sqrt(w.temporal_transl / w.temporal_pose))
-        parts.append(math.sqrt(w.prior) * (prior_whiten @ (pose - prior_mean)))
-        parts.append(math.sqrt(w.hinge) * hinge_residuals(pose.reshape(23, 3)))
-        return torch.cat(parts)
+    # -- landmarks and their Jacobian ------------------------------------------------------
+    def _landmarks(self, theta: Tensor, betas: Tensor) -> Tensor:
+        """theta (P,75) -> landmarks (P,33,3)."""
+        return self._landmarks_of(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
 
-    def _robust_weights(self, theta, betas, data) -> Tensor:
+    def _landmarks_of(self, orient: Tensor, pose: Tensor, betas: Tensor, transl: Tensor) -> Tensor:
+        """(P,3), (P,23,3), (P,10), (P,3) -> landmarks (P,33,3), float32."""
+        if self._linearize is not None:
+            return self._linearize(orient, pose, betas, transl, jacobian=False)[0].to(orient.dtype)
+        return self.landmarks_fn(orient, pose, betas, transl)
+
+    def _landmarks_and_jacobian(self, theta: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """theta (P,75) -> landmarks (P,33,3) and d landmarks / d theta (P,33,3,75).
+
+        Analytic when the landmark function offers ``linearize`` (:class:`LandmarkPoser`); else
+        forward-mode differentiation of the landmark function, vectorised over people."""
+        if self._linearize is not None:
+            landmarks, jac = self._linearize(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
+            return landmarks.to(theta.dtype), jac.to(theta.dtype)
+
+        def one_person(x, shape):
+            return self.landmarks_fn(x[None, :3], x[None, 3:72].reshape(1, 23, 3), shape[None], x[None, 72:])[0]
+
+        jac = torch.vmap(torch.func.jacfwd(one_person))(theta, betas)
+        return self._landmarks(theta, betas), jac
+
+    # -- the energy as least squares ------------------------------------------------------
+    def _robust_weights(self, landmarks: Tensor, data) -> Tensor:
         """sqrt of (reprojection weight x visibility x Geman-McClure's IRLS weight), (P,33)."""
         w = self.weights
-        with torch.no_grad():
-            landmarks = self.landmarks_fn(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
-            sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+        sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
         s2 = w.sigma_px ** 2
         irls = (s2 / (s2 + sq)) ** 2  # rho'(s) of rho(s) = s2 s / (s2 + s)
         return torch.sqrt(w.reprojection * data["visibility"] * irls)
 
+    def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
+                   use_2d: bool) -> tuple[Tensor, Tensor | None]:
+        """Residuals (P,R) of the energy with the robust weights frozen (their squared norm is
+        the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their Jacobian (P,R,75).
+
+        Rows, per person: reprojection 66 (with use_2d), world 99, anchor 216, temporal pose
+        216, temporal translation 3, prior 69, hinge 4.
+        """
+        w = self.weights
+        count, unknowns = theta.shape
+        want_jac = landmark_jac is not None
+        parts: list[Tensor] = []
+        jacs: list[Tensor] = []
+        # 1. Reprojection (pinhole, depth clamped at 1 mm as in project()).
+        if use_2d:
+            intrinsics = data["intrinsics"]
+            parts.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2])
+                          * sqrt_w2d[..., None]).reshape(count, -1))
+            if want_jac:
+                depth = landmarks[..., 2]
+                z = depth.clamp(min=1e-3)
+                depth_moves = (depth >= 1e-3).to(theta.dtype)
+                fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+                zero = torch.zeros_like(z)
+                du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
+                dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
+                d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]          # (P,33,2,3)
+                jacs.append((d_project @ landmark_jac).reshape(count, -1, unknowns))
+        # 2. World landmarks, hip-centred.
+        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
+        sqrt_wworld = data["sqrt_wworld"]
+        parts.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        if want_jac:
+            mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
+            jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None]).reshape(count, -1, unknowns))
+        # 3-4. Anchor and temporal terms on the rotation matrices of all 24 joints.
+        axis_angles = theta[:, :72].reshape(count, 24, 3)
+        rot = axis_angle_to_matrix(axis_angles)
+        sqrt_wanchor, sqrt_wprev = data["sqrt_wanchor"], data["sqrt_wprev"]
+        parts.append(((rot - data["anchor_rot"]) * sqrt_wanchor[:, None, None, None]).reshape(count, -1))
+        parts.append(((rot - data["prev_rot"]) * sqrt_wprev[:, None, None, None]).reshape(count, -1))
+        if want_jac:
+            # d R_j / d theta_jc = skew(J(theta_j) e_c) R_j, block-diagonal over joints.
+            d_rot = skew(left_jacobian(axis_angles).transpose(-1, -2)) @ rot[:, :, None]     # (P,24,c,3,3)
+            d_rot = d_rot.reshape(count, 24, 3, 9).transpose(2, 3)                            # (P,24,9,c)
+            eye24 = torch.eye(24, dtype=theta.dtype, device=theta.device)
+            blocks = torch.einsum("pjfc,jk->pjfkc", d_rot, eye24).reshape(count, 216, 72)
+            blocks = torch.cat([blocks, blocks.new_zeros(count, 216, unknowns - 72)], -1)
+            jacs.append(blocks * sqrt_wanchor[:, None, None])
+            jacs.append(blocks * sqrt_wprev[:, None, None])
+        # 5. Temporal translation.
+        transl_scale = sqrt_wprev * math.sqrt(w.temporal_transl / w.temporal_pose)
+        parts.append((theta[:, 72:] - data["prev_transl"]) * transl_scale[:, None])
+        if want_jac:
+            eye3 = torch.eye(3, dtype=theta.dtype, device=theta.device)
+            jacs.append(torch.cat([theta.new_zeros(count, 3, 72), eye3.expand(count, 3, 3)], -1)
+                        * transl_scale[:, None, None])
+        # 6. Pose prior (linear in the pose) and hinges.
+        pose = theta[:, 3:72]
+        prior_whiten = data["prior_whiten"]
+        parts.append(math.sqrt(w.prior) * (prior_whiten @ (pose - data["prior_mean"])[..., None])[..., 0])
+        hinges = hinge_residuals(pose.reshape(count, 23, 3))
+        parts.append(math.sqrt(w.hinge) * hinges)
+        if want_jac:
+            zeros3 = theta.new_zeros(count, 69, 3)
+            jacs.append(math.sqrt(w.prior) * torch.cat([zeros3, prior_whiten, zeros3], -1))
+            hinge_jac = theta.new_zeros(count, 4, unknowns)
+            for row, (joint, axis, sign) in enumerate(_HINGES):
+                column = 3 + 3 * joint + axis
+                hinge_jac[:, row, column] = sign * (hinges[:, row] > 0).to(theta.dtype) * math.sqrt(w.hinge)
+            jacs.append(hinge_jac)
+        residuals = torch.cat(parts, 1)
+        return residuals, (torch.cat(jacs, 1) if want_jac else None)
+
     def _energy(self, theta, betas, data, use_2d: bool) -> Tensor:
         """The true (robust) energy of each person, (P,)."""
         w = self.weights
-        args = self._per_person_args(theta, betas, data, sqrt_w2d=torch.zeros_like(data["visibility"]))
-        with torch.no_grad():
-            r = torch.vmap(lambda *a: self._residuals(*a, data["intrinsics"], False))(*args)
-            energy = (r ** 2).sum(-1)
-            if use_2d:
-                landmarks = self.landmarks_fn(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
-                sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
-                energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
+        landmarks = self._landmarks(theta, betas)
+        r, _ = self._residuals(theta, landmarks, None, data, torch.zeros_like(data["visibility"]), False)
+        energy = (r ** 2).sum(-1)
+        if use_2d:
+            sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+            energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
         return energy
-
-    def _per_person_args(self, theta, betas, data, sqrt_w2d):
-        return (theta, betas, data["keypoints"], sqrt_w2d, data["world"], data["sqrt_wworld"], data["anchor_rot"],
-                data["sqrt_wanchor"], data["prev_rot"], data["prev_transl"], data["sqrt_wprev"],
-                data["prior_mean"], data["prior_whiten"])
 
     def _levenberg_marquardt(self, theta, betas, data, iterations: int, use_2d: bool, active: Tensor) -> Tensor:
         """Minimise each active person's energy from theta (P,75); inactive rows are returned unchanged."""
         damping = torch.full((theta.shape[0],), 1e-3, dtype=theta.dtype, device=theta.device)
         energy = self._energy(theta, betas, data, use_2d)
         eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
-
-        def residual_and_aux(*args):
-            r = self._residuals(*args, data["intrinsics"], use_2d)
-            return r, r
-
-        jacobian_fn = torch.vmap(torch.func.jacfwd(residual_and_aux, has_aux=True))
         for _ in range(iterations):
-            sqrt_w2d = self._robust_weights(theta, betas, data) if use_2d else torch.zeros_like(data["visibility"])
-            # 1. Residuals and their exact Jacobian, all people at once.
-            jac, r = jacobian_fn(*self._per_person_args(theta, betas, data, sqrt_w2d))
+            # 1. Residuals and their exact Jacobian, all people at once (robust weights at theta).
+            landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas)
+            sqrt_w2d = self._robust_weights(landmarks, data) if use_2d else torch.zeros_like(data["visibility"])
+            r, jac = self._residuals(theta, landmarks, landmark_jac, data, sqrt_w2d, use_2d)
             # 2. The damped normal equations (Marquardt's scaling by the diagonal).
             jtj = jac.transpose(1, 2) @ jac
             grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
@@ -295,6 +370,7 @@ class BodyFitter:
         return theta
 
     # -- public -------------------------------------------------------------------------
+    @torch.no_grad()
     def fit(
         self,
         keypoints: Tensor,
@@ -341,7 +417,7 @@ class BodyFitter:
             orient, pose = anchor[0].to(dtype).clone(), anchor[1].to(dtype).clone()
         else:
             with torch.no_grad():
-                rest = self.landmarks_fn(orient, pose, betas, zero_t)
+                rest = self._landmarks_of(orient, pose, betas, zero_t)
             torso = list(_TORSO)
             if world_landmarks is not None:
                 target = world_landmarks[:, torso].to(dtype)
@@ -358,7 +434,7 @@ class BodyFitter:
         # 2. Translation in closed form.
         def place(orient_, pose_):
             with torch.no_grad():
-                posed = self.landmarks_fn(orient_, pose_, betas, zero_t)
+                posed = self._landmarks_of(orient_, pose_, betas, zero_t)
             return solve_translation(posed, keypoints[..., :2], visibility, intrinsics)
 
         transl = place(orient, pose)
@@ -405,7 +481,7 @@ class BodyFitter:
 
         with torch.no_grad():
             orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
-            landmarks = self.landmarks_fn(orient, pose, betas, transl)
+            landmarks = self._landmarks_of(orient, pose, betas, transl)
             dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
             vis = keypoints[..., 2].clamp(0, 1)
             reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
