@@ -22,6 +22,8 @@ def add_arguments(parser) -> None:
                         help="length of the longer 30 fps clip (0: skip the longer-clip and live runs)")
     parser.add_argument("--publish-messages", type=int, default=300, metavar="N",
                         help="messages in the publisher benchmark (0: skip)")
+    parser.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                        help="torch intra-op threads for the whole run (default: torch's own, the core count)")
     parser.add_argument("--no-engine-bench", action="store_true", help="skip engines.*.bench.benchmark()")
     parser.add_argument("--engine-bench-full", action="store_true",
                         help="let the pose benchmark time all its back ends (torch.compile takes minutes on CPU)")
@@ -50,7 +52,7 @@ def run(args) -> int:
     from stream.commands._common import SAMPLE_CLIP, engine_stages, open_input
     from stream.publisher import Publisher
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(max(1, args.torch_threads or torch.get_num_threads()))
     path = args.input or str(SAMPLE_CLIP)
     _, body_model, _ = engine_stages(argparse_copy(args, pose="off"))
     result = {"input": path, "machine": {"cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
