@@ -46,6 +46,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from engines.backends import intra_op_threads
 from engines.body.sparse import left_jacobian, skew
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
@@ -207,6 +208,9 @@ class BodyFitter:
         pose_prior: a :class:`GaussianPosePrior` (default: isotropic, 1 rad).
         iterations: LM iterations of the final stage (step 4).
         cold_iterations: LM iterations of the 3D stage (step 3) for a person seen first.
+        threads: torch intra-op threads during a fit (default 1: its tensors are small, and
+            parallel regions cost more than they save; see
+            :func:`engines.backends.intra_op_threads`); None leaves torch's setting.
     """
 
     def __init__(
@@ -216,8 +220,10 @@ class BodyFitter:
         pose_prior: GaussianPosePrior | None = None,
         iterations: int = 8,
         cold_iterations: int = 8,
+        threads: int | None = 1,
     ) -> None:
         self.landmarks_fn = landmarks_fn
+        self.threads = threads
         self._linearize = getattr(landmarks_fn, "linearize", None)
         self.weights = weights or FitWeights()
         self.pose_prior = pose_prior or GaussianPosePrior()
@@ -370,7 +376,6 @@ class BodyFitter:
         return theta
 
     # -- public -------------------------------------------------------------------------
-    @torch.no_grad()
     def fit(
         self,
         keypoints: Tensor,
@@ -393,6 +398,10 @@ class BodyFitter:
         """
         if keypoints.ndim != 3 or keypoints.shape[1:] != (33, 3):
             raise ValueError(f"keypoints must be (P,33,3), got {tuple(keypoints.shape)}")
+        with torch.no_grad(), intra_op_threads(self.threads):
+            return self._fit(keypoints, intrinsics, betas, world_landmarks, anchor, previous)
+
+    def _fit(self, keypoints, intrinsics, betas, world_landmarks, anchor, previous) -> FitResult:
         dtype, device = torch.float32, keypoints.device
         keypoints = torch.nan_to_num(keypoints.to(dtype), nan=0.0)
         betas = betas.to(dtype)

@@ -107,9 +107,12 @@ class Lifter:
     """
 
     def __init__(self, network: LiftNetwork, device: str | torch.device = "cpu", metadata: dict | None = None,
-                 backend: str = "auto", fp16: bool = False) -> None:
+                 backend: str = "auto", fp16: bool = False, threads: int | None = 1) -> None:
+        """threads: torch intra-op threads while lifting (default 1: a small network on a few
+        people, see :func:`engines.backends.intra_op_threads`); None leaves torch's setting."""
         from engines.lift.engine import create_lifter_engine
 
+        self.threads = threads
         self.network = network.to(device).eval()
         self.device = torch.device(device)
         self.metadata = metadata or {}
@@ -130,7 +133,6 @@ class Lifter:
         network.load_state_dict(state)
         return cls(network, device, checkpoint.get("metadata", {}), backend=backend, fp16=fp16)
 
-    @torch.no_grad()
     def __call__(
         self,
         keypoints: Tensor | np.ndarray,
@@ -145,6 +147,12 @@ class Lifter:
         intrinsics (3,3) pixels; world (P,33,3) metres, hip-centred, camera-aligned, or None;
         masks (P,64,64) in [0,1] cropped with :func:`crop_masks`, or None.
         """
+        from engines.backends import intra_op_threads
+
+        with torch.no_grad(), intra_op_threads(self.threads if self.device.type == "cpu" else None):
+            return self._lift(keypoints, boxes, intrinsics, world, masks)
+
+    def _lift(self, keypoints, boxes, intrinsics, world, masks) -> LiftResult:
         def tensor(x):
             return torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x,
                                    dtype=torch.float32, device=self.device)
