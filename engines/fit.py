@@ -268,7 +268,8 @@ class BodyFitter:
     def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
                    use_2d: bool) -> tuple[Tensor, Tensor | None]:
         """Residuals (P,R) of the energy with the robust weights frozen (their squared norm is
-        the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their Jacobian (P,R,75).
+        the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their dense Jacobian
+        (P,R,75): the reference for :meth:`_normal_equations`, which the iterations use.
 
         Rows, per person: reprojection 66 (with use_2d), world 99, anchor 216, temporal pose
         216, temporal translation 3, prior 69, hinge 4.
@@ -339,10 +340,78 @@ class BodyFitter:
         residuals = torch.cat(parts, 1)
         return residuals, (torch.cat(jacs, 1) if want_jac else None)
 
-    def _energy(self, theta, betas, data, use_2d: bool) -> Tensor:
-        """The true (robust) energy of each person, (P,)."""
+    def _normal_equations(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor, data, sqrt_w2d: Tensor,
+                          use_2d: bool) -> tuple[Tensor, Tensor]:
+        """J^T J (P,75,75) and J^T r (P,75) of :meth:`_residuals`, built term by term.
+
+        Equal to forming the dense Jacobian (the reference, :meth:`_residuals`) but only the
+        landmark rows (reprojection, world: 165 of ~670) go through a dense product; the other
+        terms touch few unknowns each and are added in closed form: the rotation terms are
+        block-diagonal over joints (anchor and temporal share one derivative dR, so their blocks
+        are (w_anchor + w_prev) dR^T dR), the prior's block is w W^T W for its whitening W, and
+        the translation's and the hinges' are diagonal.
+        """
         w = self.weights
-        landmarks = self._landmarks(theta, betas)
+        count, unknowns = theta.shape
+        # 1. Landmark rows, dense.
+        rows, row_jacs = [], []
+        if use_2d:
+            intrinsics = data["intrinsics"]
+            rows.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2]) * sqrt_w2d[..., None]).reshape(count, -1))
+            depth = landmarks[..., 2]
+            z = depth.clamp(min=1e-3)
+            depth_moves = (depth >= 1e-3).to(theta.dtype)
+            fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+            zero = torch.zeros_like(z)
+            du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
+            dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
+            d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]
+            row_jacs.append((d_project @ landmark_jac).reshape(count, -1, unknowns))
+        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
+        sqrt_wworld = data["sqrt_wworld"]
+        rows.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
+        row_jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None]).reshape(count, -1, unknowns))
+        r = torch.cat(rows, 1)
+        jac = torch.cat(row_jacs, 1)
+        jac_t = jac.transpose(1, 2)
+        jtj = jac_t @ jac
+        grad = (jac_t @ r[..., None])[..., 0]
+        # 2. Rotation terms (anchor + temporal), block-diagonal over the 24 joints.
+        axis_angles = theta[:, :72].reshape(count, 24, 3)
+        rot = axis_angle_to_matrix(axis_angles)
+        w_anchor, w_prev = data["sqrt_wanchor"] ** 2, data["sqrt_wprev"] ** 2
+        d_rot = skew(left_jacobian(axis_angles).transpose(-1, -2)) @ rot[:, :, None]         # (P,24,c,3,3)
+        d_rot = d_rot.reshape(count, 24, 3, 9)                                                 # (P,24,c,9)
+        blocks = (w_anchor + w_prev)[:, None, None, None] * (d_rot @ d_rot.transpose(-1, -2))  # (P,24,3,3)
+        error = (w_anchor[:, None, None, None] * (rot - data["anchor_rot"])
+                 + w_prev[:, None, None, None] * (rot - data["prev_rot"])).reshape(count, 24, 9, 1)
+        eye24 = torch.eye(24, dtype=theta.dtype, device=theta.device)
+        jtj[:, :72, :72] += torch.einsum("pjab,jk->pjakb", blocks, eye24).reshape(count, 72, 72)
+        grad[:, :72] += (d_rot @ error).reshape(count, 72)
+        # 3. Temporal translation, diagonal.
+        transl_weight = w_prev * (w.temporal_transl / w.temporal_pose)
+        jtj[:, 72:, 72:] += transl_weight[:, None, None] * torch.eye(3, dtype=theta.dtype, device=theta.device)
+        grad[:, 72:] += transl_weight[:, None] * (theta[:, 72:] - data["prev_transl"])
+        # 4. Pose prior: w W^T W (pose - mean).
+        pose = theta[:, 3:72]
+        whiten = data["prior_whiten"]
+        prior_block = w.prior * (whiten.transpose(1, 2) @ whiten)
+        jtj[:, 3:72, 3:72] += prior_block
+        grad[:, 3:72] += (prior_block @ (pose - data["prior_mean"])[..., None])[..., 0]
+        # 5. Hinges, diagonal where active.
+        hinges = hinge_residuals(pose.reshape(count, 23, 3))
+        columns = torch.tensor([3 + 3 * joint + axis for joint, axis, _ in _HINGES], device=theta.device)
+        signs = torch.tensor([sign for _, _, sign in _HINGES], dtype=theta.dtype, device=theta.device)
+        jtj[:, columns, columns] += w.hinge * (hinges > 0).to(theta.dtype)
+        grad[:, columns] += w.hinge * signs * hinges
+        return jtj, grad
+
+    def _energy(self, theta, betas, data, use_2d: bool, landmarks: Tensor | None = None) -> Tensor:
+        """The true (robust) energy of each person, (P,); ``landmarks`` (P,33,3) at theta if known."""
+        w = self.weights
+        if landmarks is None:
+            landmarks = self._landmarks(theta, betas)
         r, _ = self._residuals(theta, landmarks, None, data, torch.zeros_like(data["visibility"]), False)
         energy = (r ** 2).sum(-1)
         if use_2d:
@@ -353,23 +422,33 @@ class BodyFitter:
     def _levenberg_marquardt(self, theta, betas, data, iterations: int, use_2d: bool, active: Tensor) -> Tensor:
         """Minimise each active person's energy from theta (P,75); inactive rows are returned unchanged."""
         damping = torch.full((theta.shape[0],), 1e-3, dtype=theta.dtype, device=theta.device)
-        energy = self._energy(theta, betas, data, use_2d)
         eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
+        # The landmarks and their Jacobian at theta are carried over from the accepted candidate:
+        # with the analytic path, linearising a candidate costs little more than posing it.
+        carry = self._linearize is not None
+        landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas) if (carry and iterations) else (None, None)
+        energy = self._energy(theta, betas, data, use_2d, landmarks)
         for _ in range(iterations):
             # 1. Residuals and their exact Jacobian, all people at once (robust weights at theta).
-            landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas)
+            if not carry:
+                landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas)
             sqrt_w2d = self._robust_weights(landmarks, data) if use_2d else torch.zeros_like(data["visibility"])
-            r, jac = self._residuals(theta, landmarks, landmark_jac, data, sqrt_w2d, use_2d)
+            jtj, grad = self._normal_equations(theta, landmarks, landmark_jac, data, sqrt_w2d, use_2d)
             # 2. The damped normal equations (Marquardt's scaling by the diagonal).
-            jtj = jac.transpose(1, 2) @ jac
-            grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
             diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-6)
             system = jtj + damping[:, None, None] * torch.diag_embed(diag) + 1e-9 * eye
             step = -torch.linalg.solve(system, grad[..., None])[..., 0]
             # 3. Keep the step where it lowers the true energy; adapt the damping.
             candidate = theta + step
-            candidate_energy = self._energy(candidate, betas, data, use_2d)
+            if carry:
+                candidate_landmarks, candidate_jac = self._landmarks_and_jacobian(candidate, betas)
+                candidate_energy = self._energy(candidate, betas, data, use_2d, candidate_landmarks)
+            else:
+                candidate_energy = self._energy(candidate, betas, data, use_2d)
             better = (candidate_energy < energy) & torch.isfinite(candidate_energy) & active
+            if carry:
+                landmarks = torch.where(better[:, None, None], candidate_landmarks, landmarks)
+                landmark_jac = torch.where(better[:, None, None, None], candidate_jac, landmark_jac)
             theta = torch.where(better[:, None], candidate, theta)
             energy = torch.where(better, candidate_energy, energy)
             damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)

@@ -105,3 +105,43 @@ def test_analytic_and_automatic_fits_agree():
         assert torch.allclose(fast.transl, slow.transl, atol=1e-3)
         assert torch.allclose(fast.energy, slow.energy, rtol=1e-4)
         assert torch.allclose(fast.reprojection_px, slow.reprojection_px, atol=1e-2)
+
+
+def test_normal_equations_equal_those_of_the_dense_jacobian():
+    """The iterations' J^T J and J^T r, built term by term, against the dense reference."""
+    model = load_body_model("open")
+    poser = LandmarkPoser(model)
+    g = torch.Generator().manual_seed(5)
+    count = 2
+    orient = matrix_to_axis_angle(axis_angle_to_matrix(torch.tensor([[math.pi, 0.0, 0.0]])).expand(count, 3, 3))
+    pose = 0.4 * torch.randn(count, 23, 3, generator=g)
+    pose[0, 3, 0] = -0.2                     # a knee bent the wrong way: a hinge is active
+    betas = 0.5 * torch.randn(count, 10, generator=g)
+    transl = torch.tensor([[-0.5, 0.2, 4.0], [0.5, 0.1, 3.0]])
+    out = model(orient, pose, betas, transl)
+    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 5 * torch.randn(count, 33, 2, generator=g),
+                           torch.rand(count, 33, 1, generator=g)], -1)
+    world = out.landmarks - 0.5 * (out.landmarks[:, 23] + out.landmarks[:, 24])[:, None]
+    anchor = (orient, pose + 0.1 * torch.randn(count, 23, 3, generator=g))
+    previous = (orient, pose + 0.05, transl + 0.02)
+    fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()), iterations=1, cold_iterations=0)
+    seen = {}
+    original = fitter._levenberg_marquardt
+
+    def capture(theta, betas_, data, iterations, use_2d, active):
+        seen.update(theta=theta, betas=betas_, data=data, use_2d=use_2d)
+        return original(theta, betas_, data, iterations, use_2d, active)
+
+    fitter._levenberg_marquardt = capture
+    fitter.fit(keypoints, INTRINSICS, betas, world, anchor, previous)
+    theta, data = seen["theta"] + 0.05 * torch.randn(seen["theta"].shape, generator=g), seen["data"]
+    landmarks, landmark_jac = fitter._landmarks_and_jacobian(theta, seen["betas"])
+    sqrt_w2d = fitter._robust_weights(landmarks, data)
+    assert (theta[:, 3 + 3 * 3] < 0).any()  # the left knee bent backwards: its hinge term is active
+    residuals, jacobian = fitter._residuals(theta, landmarks, landmark_jac, data, sqrt_w2d, True)
+    jtj, grad = fitter._normal_equations(theta, landmarks, landmark_jac, data, sqrt_w2d, True)
+    expected_jtj = jacobian.transpose(1, 2) @ jacobian
+    expected_grad = (jacobian.transpose(1, 2) @ residuals[..., None])[..., 0]
+    scale = expected_jtj.abs().max()
+    assert (jtj - expected_jtj).abs().max() < 1e-5 * scale
+    assert (grad - expected_grad).abs().max() < 1e-5 * expected_grad.abs().max()
