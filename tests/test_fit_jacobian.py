@@ -35,7 +35,7 @@ def _autograd_jacobian(poser, orient, pose, betas, transl):
     def landmarks(x):
         return poser(x[:, :3], x[:, 3:72].reshape(-1, 23, 3), betas, x[:, 72:])[0].sum(0)
 
-    return torch.autograd.functional.jacobian(landmarks, theta).permute(2, 0, 1, 3)
+    return torch.autograd.functional.jacobian(landmarks, theta, vectorize=True).permute(2, 0, 1, 3)
 
 
 @pytest.fixture(scope="module")
