@@ -525,9 +525,12 @@ class BodyFitter:
                 posed = self._landmarks_of(orient_, pose_, betas, zero_t)
             return solve_translation(posed, keypoints[..., :2], visibility, intrinsics)
 
-        transl = place(orient, pose)
-        if have_previous.any():
-            transl = torch.where(have_previous[:, None], previous[2].to(dtype), transl)
+        if bool(have_previous.all()):
+            transl = previous[2].to(dtype).clone()
+        else:
+            transl = place(orient, pose)
+            if have_previous.any():
+                transl = torch.where(have_previous[:, None], previous[2].to(dtype), transl)
 
         # The data of the energy's terms, per person; absent terms get zero weights.
         identity = torch.eye(3, dtype=dtype, device=device).expand(count, 24, 3, 3)
@@ -573,5 +576,5 @@ class BodyFitter:
             dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
             vis = keypoints[..., 2].clamp(0, 1)
             reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
-            energy = self._energy(theta, betas, data, use_2d=True)
+            energy = self._energy(theta, betas, data, use_2d=True, landmarks=landmarks)
         return FitResult(orient.clone(), pose.clone(), transl.clone(), reprojection, energy)
