@@ -28,8 +28,10 @@ Steps of :meth:`BodyFitter.fit`:
    which are well conditioned, then step 2 again.
 4. Levenberg-Marquardt on the full energy over orientation, pose and translation (75 unknowns
    per person). The robust term enters as iteratively reweighted least squares; Jacobians are
-   exact, by forward-mode differentiation vectorised over people and unknowns (one batched
-   evaluation per iteration, so few iterations suffice and each is cheap).
+   exact: the landmarks' analytically through the kinematic chain when the landmark function
+   offers it (:meth:`engines.body.sparse.LandmarkPoser.linearize`), else by forward-mode
+   differentiation vectorised over people and unknowns; the other terms' in closed form. All
+   people are solved at once, so few iterations suffice and each is cheap.
 
 Nothing here is specific to one body model: it needs a callable that maps parameters to
 landmarks (see :class:`LandmarkFunction`).
@@ -44,6 +46,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from engines.backends import intra_op_threads
+from engines.body.sparse import left_jacobian, skew
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 # BlazePose keypoint indices used here.
@@ -55,6 +59,8 @@ _TORSO = (_LEFT_SHOULDER, _RIGHT_SHOULDER, _LEFT_HIP, _RIGHT_HIP)
 _SMPL_LEFT_SHOULDER, _SMPL_RIGHT_SHOULDER = 15, 16
 _SMPL_KNEES = (3, 4)      # left_knee, right_knee: bend about +x in SMPL's frame
 _SMPL_ELBOWS = (17, 18)   # left_elbow (bends about -y), right_elbow (about +y)
+# (body_pose joint, axis, sign) of each hinge residual relu(sign * body_pose[joint, axis]).
+_HINGES = ((_SMPL_KNEES[0], 0, -1.0), (_SMPL_KNEES[1], 0, -1.0), (_SMPL_ELBOWS[0], 1, 1.0), (_SMPL_ELBOWS[1], 1, -1.0))
 
 
 class LandmarkFunction(Protocol):
@@ -192,12 +198,19 @@ class BodyFitter:
     """Batched SMPLify-style fit of a body model's landmarks to keypoints (Levenberg-Marquardt).
 
     Args:
-        landmarks_fn: maps (global_orient (P,3), body_pose (P,23,3), betas (P,10), transl (P,3))
-            to landmarks (P,33,3) in the camera frame; must be vmap-able (plain tensor code).
+        landmarks_fn: either an object with ``linearize(global_orient, body_pose, betas, transl,
+            jacobian=True) -> (landmarks (P,33,3), jacobian (P,33,3,75) or None)`` (a
+            :class:`engines.body.sparse.LandmarkPoser`: analytic Jacobians, the fast path), or a
+            callable mapping (global_orient (P,3), body_pose (P,23,3), betas (P,10), transl (P,3))
+            to landmarks (P,33,3) in the camera frame, differentiated by forward-mode automatic
+            differentiation (must be vmap-able plain tensor code; about 10x slower).
         weights: the energy's weights (:class:`FitWeights`).
         pose_prior: a :class:`GaussianPosePrior` (default: isotropic, 1 rad).
         iterations: LM iterations of the final stage (step 4).
         cold_iterations: LM iterations of the 3D stage (step 3) for a person seen first.
+        threads: torch intra-op threads during a fit (default 1: its tensors are small, and
+            parallel regions cost more than they save; see
+            :func:`engines.backends.intra_op_threads`); None leaves torch's setting.
     """
 
     def __init__(
@@ -207,88 +220,235 @@ class BodyFitter:
         pose_prior: GaussianPosePrior | None = None,
         iterations: int = 8,
         cold_iterations: int = 8,
+        threads: int | None = 1,
     ) -> None:
         self.landmarks_fn = landmarks_fn
+        self.threads = threads
+        self._linearize = getattr(landmarks_fn, "linearize", None)
         self.weights = weights or FitWeights()
         self.pose_prior = pose_prior or GaussianPosePrior()
         self.iterations = iterations
         self.cold_iterations = cold_iterations
 
-    # -- residuals of one person (vmapped over people) -------------------------------------
-    def _residuals(self, theta, betas, keypoints, sqrt_w2d, world, sqrt_wworld, anchor_rot, sqrt_wanchor,
-                   prev_rot, prev_transl, sqrt_wprev, prior_mean, prior_whiten, intrinsics, use_2d: bool):
-        """theta (75,) = orient (3), pose (69), transl (3) -> residual vector (R,), its squared
-        norm being the energy (with the robust weights frozen)."""
-        w = self.weights
-        orient, pose, transl = theta[:3], theta[3:72], theta[72:]
-        landmarks = self.landmarks_fn(orient[None], pose.reshape(1, 23, 3), betas[None], transl[None])[0]
-        parts = []
-        if use_2d:
-            uv = project(landmarks[None], intrinsics)[0]
-            parts.append(((uv - keypoints[:, :2]) * sqrt_w2d[:, None]).reshape(-1))
-        mid_hip = 0.5 * (landmarks[_LEFT_HIP] + landmarks[_RIGHT_HIP])
-        parts.append(((landmarks - mid_hip - world) * sqrt_wworld[:, None]).reshape(-1))
-        rot = axis_angle_to_matrix(theta[:72].reshape(24, 3))
-        parts.append(((rot - anchor_rot) * sqrt_wanchor).reshape(-1))
-        parts.append(((rot - prev_rot) * sqrt_wprev).reshape(-1))
-        parts.append((transl - prev_transl) * sqrt_wprev * math.sqrt(w.temporal_transl / w.temporal_pose))
-        parts.append(math.sqrt(w.prior) * (prior_whiten @ (pose - prior_mean)))
-        parts.append(math.sqrt(w.hinge) * hinge_residuals(pose.reshape(23, 3)))
-        return torch.cat(parts)
+    # -- landmarks and their Jacobian ------------------------------------------------------
+    def _landmarks(self, theta: Tensor, betas: Tensor) -> Tensor:
+        """theta (P,75) -> landmarks (P,33,3)."""
+        return self._landmarks_of(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
 
-    def _robust_weights(self, theta, betas, data) -> Tensor:
+    def _landmarks_of(self, orient: Tensor, pose: Tensor, betas: Tensor, transl: Tensor) -> Tensor:
+        """(P,3), (P,23,3), (P,10), (P,3) -> landmarks (P,33,3), float32."""
+        if self._linearize is not None:
+            return self._linearize(orient, pose, betas, transl, jacobian=False)[0].to(orient.dtype)
+        return self.landmarks_fn(orient, pose, betas, transl)
+
+    def _landmarks_and_jacobian(self, theta: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """theta (P,75) -> landmarks (P,33,3) and d landmarks / d theta (P,33,3,75).
+
+        Analytic when the landmark function offers ``linearize`` (:class:`LandmarkPoser`); else
+        forward-mode differentiation of the landmark function, vectorised over people."""
+        if self._linearize is not None:
+            landmarks, jac = self._linearize(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
+            return landmarks.to(theta.dtype), jac.to(theta.dtype)
+
+        def one_person(x, shape):
+            return self.landmarks_fn(x[None, :3], x[None, 3:72].reshape(1, 23, 3), shape[None], x[None, 72:])[0]
+
+        jac = torch.vmap(torch.func.jacfwd(one_person))(theta, betas)
+        return self._landmarks(theta, betas), jac
+
+    # -- the energy as least squares ------------------------------------------------------
+    def _robust_weights(self, landmarks: Tensor, data) -> Tensor:
         """sqrt of (reprojection weight x visibility x Geman-McClure's IRLS weight), (P,33)."""
         w = self.weights
-        with torch.no_grad():
-            landmarks = self.landmarks_fn(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
-            sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+        sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
         s2 = w.sigma_px ** 2
         irls = (s2 / (s2 + sq)) ** 2  # rho'(s) of rho(s) = s2 s / (s2 + s)
         return torch.sqrt(w.reprojection * data["visibility"] * irls)
 
-    def _energy(self, theta, betas, data, use_2d: bool) -> Tensor:
-        """The true (robust) energy of each person, (P,)."""
-        w = self.weights
-        args = self._per_person_args(theta, betas, data, sqrt_w2d=torch.zeros_like(data["visibility"]))
-        with torch.no_grad():
-            r = torch.vmap(lambda *a: self._residuals(*a, data["intrinsics"], False))(*args)
-            energy = (r ** 2).sum(-1)
-            if use_2d:
-                landmarks = self.landmarks_fn(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
-                sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
-                energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
-        return energy
+    def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
+                   use_2d: bool) -> tuple[Tensor, Tensor | None]:
+        """Residuals (P,R) of the energy with the robust weights frozen (their squared norm is
+        the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their dense Jacobian
+        (P,R,75): the reference for :meth:`_normal_equations`, which the iterations use.
 
-    def _per_person_args(self, theta, betas, data, sqrt_w2d):
-        return (theta, betas, data["keypoints"], sqrt_w2d, data["world"], data["sqrt_wworld"], data["anchor_rot"],
-                data["sqrt_wanchor"], data["prev_rot"], data["prev_transl"], data["sqrt_wprev"],
-                data["prior_mean"], data["prior_whiten"])
+        Rows, per person: reprojection 66 (with use_2d), world 99, anchor 216, temporal pose
+        216, temporal translation 3, prior 69, hinge 4.
+        """
+        w = self.weights
+        count, unknowns = theta.shape
+        want_jac = landmark_jac is not None
+        parts: list[Tensor] = []
+        jacs: list[Tensor] = []
+        # 1. Reprojection (pinhole, depth clamped at 1 mm as in project()).
+        if use_2d:
+            intrinsics = data["intrinsics"]
+            parts.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2])
+                          * sqrt_w2d[..., None]).reshape(count, -1))
+            if want_jac:
+                depth = landmarks[..., 2]
+                z = depth.clamp(min=1e-3)
+                depth_moves = (depth >= 1e-3).to(theta.dtype)
+                fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+                zero = torch.zeros_like(z)
+                du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
+                dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
+                d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]          # (P,33,2,3)
+                jacs.append((d_project @ landmark_jac).reshape(count, -1, unknowns))
+        # 2. World landmarks, hip-centred.
+        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
+        sqrt_wworld = data["sqrt_wworld"]
+        parts.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        if want_jac:
+            mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
+            jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None]).reshape(count, -1, unknowns))
+        # 3-4. Anchor and temporal terms on the rotation matrices of all 24 joints.
+        axis_angles = theta[:, :72].reshape(count, 24, 3)
+        rot = axis_angle_to_matrix(axis_angles)
+        sqrt_wanchor, sqrt_wprev = data["sqrt_wanchor"], data["sqrt_wprev"]
+        parts.append(((rot - data["anchor_rot"]) * sqrt_wanchor[:, None, None, None]).reshape(count, -1))
+        parts.append(((rot - data["prev_rot"]) * sqrt_wprev[:, None, None, None]).reshape(count, -1))
+        if want_jac:
+            # d R_j / d theta_jc = skew(J(theta_j) e_c) R_j, block-diagonal over joints.
+            d_rot = skew(left_jacobian(axis_angles).transpose(-1, -2)) @ rot[:, :, None]     # (P,24,c,3,3)
+            d_rot = d_rot.reshape(count, 24, 3, 9).transpose(2, 3)                            # (P,24,9,c)
+            eye24 = torch.eye(24, dtype=theta.dtype, device=theta.device)
+            blocks = torch.einsum("pjfc,jk->pjfkc", d_rot, eye24).reshape(count, 216, 72)
+            blocks = torch.cat([blocks, blocks.new_zeros(count, 216, unknowns - 72)], -1)
+            jacs.append(blocks * sqrt_wanchor[:, None, None])
+            jacs.append(blocks * sqrt_wprev[:, None, None])
+        # 5. Temporal translation.
+        transl_scale = sqrt_wprev * math.sqrt(w.temporal_transl / w.temporal_pose)
+        parts.append((theta[:, 72:] - data["prev_transl"]) * transl_scale[:, None])
+        if want_jac:
+            eye3 = torch.eye(3, dtype=theta.dtype, device=theta.device)
+            jacs.append(torch.cat([theta.new_zeros(count, 3, 72), eye3.expand(count, 3, 3)], -1)
+                        * transl_scale[:, None, None])
+        # 6. Pose prior (linear in the pose) and hinges.
+        pose = theta[:, 3:72]
+        prior_whiten = data["prior_whiten"]
+        parts.append(math.sqrt(w.prior) * (prior_whiten @ (pose - data["prior_mean"])[..., None])[..., 0])
+        hinges = hinge_residuals(pose.reshape(count, 23, 3))
+        parts.append(math.sqrt(w.hinge) * hinges)
+        if want_jac:
+            zeros3 = theta.new_zeros(count, 69, 3)
+            jacs.append(math.sqrt(w.prior) * torch.cat([zeros3, prior_whiten, zeros3], -1))
+            hinge_jac = theta.new_zeros(count, 4, unknowns)
+            for row, (joint, axis, sign) in enumerate(_HINGES):
+                column = 3 + 3 * joint + axis
+                hinge_jac[:, row, column] = sign * (hinges[:, row] > 0).to(theta.dtype) * math.sqrt(w.hinge)
+            jacs.append(hinge_jac)
+        residuals = torch.cat(parts, 1)
+        return residuals, (torch.cat(jacs, 1) if want_jac else None)
+
+    def _normal_equations(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor, data, sqrt_w2d: Tensor,
+                          use_2d: bool) -> tuple[Tensor, Tensor]:
+        """J^T J (P,75,75) and J^T r (P,75) of :meth:`_residuals`, built term by term.
+
+        Equal to forming the dense Jacobian (the reference, :meth:`_residuals`) but only the
+        landmark rows (reprojection, world: 165 of ~670) go through a dense product; the other
+        terms touch few unknowns each and are added in closed form: the rotation terms are
+        block-diagonal over joints (anchor and temporal share one derivative dR, so their blocks
+        are (w_anchor + w_prev) dR^T dR), the prior's block is w W^T W for its whitening W, and
+        the translation's and the hinges' are diagonal.
+        """
+        w = self.weights
+        count, unknowns = theta.shape
+        # 1. Landmark rows, dense.
+        rows, row_jacs = [], []
+        if use_2d:
+            intrinsics = data["intrinsics"]
+            rows.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2]) * sqrt_w2d[..., None]).reshape(count, -1))
+            depth = landmarks[..., 2]
+            z = depth.clamp(min=1e-3)
+            depth_moves = (depth >= 1e-3).to(theta.dtype)
+            fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+            zero = torch.zeros_like(z)
+            du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
+            dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
+            d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]
+            row_jacs.append((d_project @ landmark_jac).reshape(count, -1, unknowns))
+        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
+        sqrt_wworld = data["sqrt_wworld"]
+        rows.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
+        row_jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None]).reshape(count, -1, unknowns))
+        r = torch.cat(rows, 1)
+        jac = torch.cat(row_jacs, 1)
+        jac_t = jac.transpose(1, 2)
+        jtj = jac_t @ jac
+        grad = (jac_t @ r[..., None])[..., 0]
+        # 2. Rotation terms (anchor + temporal), block-diagonal over the 24 joints.
+        axis_angles = theta[:, :72].reshape(count, 24, 3)
+        rot = axis_angle_to_matrix(axis_angles)
+        w_anchor, w_prev = data["sqrt_wanchor"] ** 2, data["sqrt_wprev"] ** 2
+        d_rot = skew(left_jacobian(axis_angles).transpose(-1, -2)) @ rot[:, :, None]         # (P,24,c,3,3)
+        d_rot = d_rot.reshape(count, 24, 3, 9)                                                 # (P,24,c,9)
+        blocks = (w_anchor + w_prev)[:, None, None, None] * (d_rot @ d_rot.transpose(-1, -2))  # (P,24,3,3)
+        error = (w_anchor[:, None, None, None] * (rot - data["anchor_rot"])
+                 + w_prev[:, None, None, None] * (rot - data["prev_rot"])).reshape(count, 24, 9, 1)
+        eye24 = torch.eye(24, dtype=theta.dtype, device=theta.device)
+        jtj[:, :72, :72] += torch.einsum("pjab,jk->pjakb", blocks, eye24).reshape(count, 72, 72)
+        grad[:, :72] += (d_rot @ error).reshape(count, 72)
+        # 3. Temporal translation, diagonal.
+        transl_weight = w_prev * (w.temporal_transl / w.temporal_pose)
+        jtj[:, 72:, 72:] += transl_weight[:, None, None] * torch.eye(3, dtype=theta.dtype, device=theta.device)
+        grad[:, 72:] += transl_weight[:, None] * (theta[:, 72:] - data["prev_transl"])
+        # 4. Pose prior: w W^T W (pose - mean).
+        pose = theta[:, 3:72]
+        whiten = data["prior_whiten"]
+        prior_block = w.prior * (whiten.transpose(1, 2) @ whiten)
+        jtj[:, 3:72, 3:72] += prior_block
+        grad[:, 3:72] += (prior_block @ (pose - data["prior_mean"])[..., None])[..., 0]
+        # 5. Hinges, diagonal where active.
+        hinges = hinge_residuals(pose.reshape(count, 23, 3))
+        columns = torch.tensor([3 + 3 * joint + axis for joint, axis, _ in _HINGES], device=theta.device)
+        signs = torch.tensor([sign for _, _, sign in _HINGES], dtype=theta.dtype, device=theta.device)
+        jtj[:, columns, columns] += w.hinge * (hinges > 0).to(theta.dtype)
+        grad[:, columns] += w.hinge * signs * hinges
+        return jtj, grad
+
+    def _energy(self, theta, betas, data, use_2d: bool, landmarks: Tensor | None = None) -> Tensor:
+        """The true (robust) energy of each person, (P,); ``landmarks`` (P,33,3) at theta if known."""
+        w = self.weights
+        if landmarks is None:
+            landmarks = self._landmarks(theta, betas)
+        r, _ = self._residuals(theta, landmarks, None, data, torch.zeros_like(data["visibility"]), False)
+        energy = (r ** 2).sum(-1)
+        if use_2d:
+            sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+            energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
+        return energy
 
     def _levenberg_marquardt(self, theta, betas, data, iterations: int, use_2d: bool, active: Tensor) -> Tensor:
         """Minimise each active person's energy from theta (P,75); inactive rows are returned unchanged."""
         damping = torch.full((theta.shape[0],), 1e-3, dtype=theta.dtype, device=theta.device)
-        energy = self._energy(theta, betas, data, use_2d)
         eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
-
-        def residual_and_aux(*args):
-            r = self._residuals(*args, data["intrinsics"], use_2d)
-            return r, r
-
-        jacobian_fn = torch.vmap(torch.func.jacfwd(residual_and_aux, has_aux=True))
+        # The landmarks and their Jacobian at theta are carried over from the accepted candidate:
+        # with the analytic path, linearising a candidate costs little more than posing it.
+        carry = self._linearize is not None
+        landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas) if (carry and iterations) else (None, None)
+        energy = self._energy(theta, betas, data, use_2d, landmarks)
         for _ in range(iterations):
-            sqrt_w2d = self._robust_weights(theta, betas, data) if use_2d else torch.zeros_like(data["visibility"])
-            # 1. Residuals and their exact Jacobian, all people at once.
-            jac, r = jacobian_fn(*self._per_person_args(theta, betas, data, sqrt_w2d))
+            # 1. Residuals and their exact Jacobian, all people at once (robust weights at theta).
+            if not carry:
+                landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas)
+            sqrt_w2d = self._robust_weights(landmarks, data) if use_2d else torch.zeros_like(data["visibility"])
+            jtj, grad = self._normal_equations(theta, landmarks, landmark_jac, data, sqrt_w2d, use_2d)
             # 2. The damped normal equations (Marquardt's scaling by the diagonal).
-            jtj = jac.transpose(1, 2) @ jac
-            grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
             diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-6)
             system = jtj + damping[:, None, None] * torch.diag_embed(diag) + 1e-9 * eye
             step = -torch.linalg.solve(system, grad[..., None])[..., 0]
             # 3. Keep the step where it lowers the true energy; adapt the damping.
             candidate = theta + step
-            candidate_energy = self._energy(candidate, betas, data, use_2d)
+            if carry:
+                candidate_landmarks, candidate_jac = self._landmarks_and_jacobian(candidate, betas)
+                candidate_energy = self._energy(candidate, betas, data, use_2d, candidate_landmarks)
+            else:
+                candidate_energy = self._energy(candidate, betas, data, use_2d)
             better = (candidate_energy < energy) & torch.isfinite(candidate_energy) & active
+            if carry:
+                landmarks = torch.where(better[:, None, None], candidate_landmarks, landmarks)
+                landmark_jac = torch.where(better[:, None, None, None], candidate_jac, landmark_jac)
             theta = torch.where(better[:, None], candidate, theta)
             energy = torch.where(better, candidate_energy, energy)
             damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)
@@ -317,6 +477,10 @@ class BodyFitter:
         """
         if keypoints.ndim != 3 or keypoints.shape[1:] != (33, 3):
             raise ValueError(f"keypoints must be (P,33,3), got {tuple(keypoints.shape)}")
+        with torch.no_grad(), intra_op_threads(self.threads):
+            return self._fit(keypoints, intrinsics, betas, world_landmarks, anchor, previous)
+
+    def _fit(self, keypoints, intrinsics, betas, world_landmarks, anchor, previous) -> FitResult:
         dtype, device = torch.float32, keypoints.device
         keypoints = torch.nan_to_num(keypoints.to(dtype), nan=0.0)
         betas = betas.to(dtype)
@@ -341,7 +505,7 @@ class BodyFitter:
             orient, pose = anchor[0].to(dtype).clone(), anchor[1].to(dtype).clone()
         else:
             with torch.no_grad():
-                rest = self.landmarks_fn(orient, pose, betas, zero_t)
+                rest = self._landmarks_of(orient, pose, betas, zero_t)
             torso = list(_TORSO)
             if world_landmarks is not None:
                 target = world_landmarks[:, torso].to(dtype)
@@ -358,12 +522,15 @@ class BodyFitter:
         # 2. Translation in closed form.
         def place(orient_, pose_):
             with torch.no_grad():
-                posed = self.landmarks_fn(orient_, pose_, betas, zero_t)
+                posed = self._landmarks_of(orient_, pose_, betas, zero_t)
             return solve_translation(posed, keypoints[..., :2], visibility, intrinsics)
 
-        transl = place(orient, pose)
-        if have_previous.any():
-            transl = torch.where(have_previous[:, None], previous[2].to(dtype), transl)
+        if bool(have_previous.all()):
+            transl = previous[2].to(dtype).clone()
+        else:
+            transl = place(orient, pose)
+            if have_previous.any():
+                transl = torch.where(have_previous[:, None], previous[2].to(dtype), transl)
 
         # The data of the energy's terms, per person; absent terms get zero weights.
         identity = torch.eye(3, dtype=dtype, device=device).expand(count, 24, 3, 3)
@@ -405,9 +572,9 @@ class BodyFitter:
 
         with torch.no_grad():
             orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
-            landmarks = self.landmarks_fn(orient, pose, betas, transl)
+            landmarks = self._landmarks_of(orient, pose, betas, transl)
             dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
             vis = keypoints[..., 2].clamp(0, 1)
             reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
-            energy = self._energy(theta, betas, data, use_2d=True)
+            energy = self._energy(theta, betas, data, use_2d=True, landmarks=landmarks)
         return FitResult(orient.clone(), pose.clone(), transl.clone(), reprojection, energy)

@@ -62,7 +62,7 @@ def test_fit_recovers_pose_from_exact_keypoints_and_world_landmarks(model, poser
     keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(3, 33, 1)], -1)
     mid_hip = 0.5 * (out.landmarks[:, 23] + out.landmarks[:, 24])
     world = out.landmarks - mid_hip[:, None]
-    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], pose_prior=GaussianPosePrior(PosePrior.load()),
+    fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()),
                         iterations=10)
     result = fitter.fit(keypoints, INTRINSICS, betas, world_landmarks=world)
     fitted = model(result.global_orient, result.body_pose, betas, result.transl)
@@ -80,7 +80,7 @@ def test_fit_lowers_reprojection_error_and_never_returns_nan(model, poser):
     keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 4 * torch.randn(2, 33, 2, generator=g),
                            torch.rand(2, 33, 1, generator=g)], -1)
     keypoints[1, :10] = float("nan")  # garbage in: the fit must still give finite numbers
-    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], iterations=0)
+    fitter = BodyFitter(poser, iterations=0)
     start = fitter.fit(keypoints, INTRINSICS, betas)
     fitter.iterations = 8
     result = fitter.fit(keypoints, INTRINSICS, betas)
@@ -93,7 +93,7 @@ def test_warm_start_keeps_a_still_person_still(model, poser):
     orient, pose, betas, transl = _people(model, 1, seed=5)
     out = model(orient, pose, betas, transl)
     keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
-    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], iterations=8)
+    fitter = BodyFitter(poser, iterations=8)
     first = fitter.fit(keypoints, INTRINSICS, betas)
     second = fitter.fit(keypoints, INTRINSICS, betas, previous=(first.global_orient, first.body_pose, first.transl))
     assert second.reprojection_px.item() <= first.reprojection_px.item() + 0.05

@@ -1,6 +1,8 @@
 """The shipped lifter: load the trained network, lift people's keypoints to SMPL parameters.
 
-``Lifter.load()`` reads engines/lift/assets/lifter.pt (made by tools/train_lifter.py).
+``Lifter.load()`` reads engines/lift/assets/lifter.pt (made by tools/train_lifter.py); its
+network runs through the engine interface (:mod:`engines.lift.engine`: eager, torch.compile or
+TensorRT, chosen with ``backend``, fallbacks logged).
 ``lifter(keypoints, boxes, intrinsics, world=None, masks=None)`` returns a :class:`LiftResult`
 for P people. A person with too little evidence gets no body, never a guess: see
 :func:`enough_evidence` (rows of such people are NaN and ``valid`` is False).
@@ -97,15 +99,28 @@ def crop_masks(mask: Tensor | np.ndarray, boxes: Tensor | np.ndarray, size: int 
 
 
 class Lifter:
-    """The trained lifter. Build with :meth:`load`; call on P people of one frame."""
+    """The trained lifter. Build with :meth:`load`; call on P people of one frame.
 
-    def __init__(self, network: LiftNetwork, device: str | torch.device = "cpu", metadata: dict | None = None) -> None:
+    backend: "auto" (CPU: eager; CUDA: TensorRT -> torch.compile -> eager), "eager", "compile"
+    or "tensorrt" (see :func:`engines.lift.engine.create_lifter_engine`); the engine that runs
+    is ``self.engine`` (``self.engine.backend`` says which).
+    """
+
+    def __init__(self, network: LiftNetwork, device: str | torch.device = "cpu", metadata: dict | None = None,
+                 backend: str = "auto", fp16: bool = False, threads: int | None = 1) -> None:
+        """threads: torch intra-op threads while lifting (default 1: a small network on a few
+        people, see :func:`engines.backends.intra_op_threads`); None leaves torch's setting."""
+        from engines.lift.engine import create_lifter_engine
+
+        self.threads = threads
         self.network = network.to(device).eval()
         self.device = torch.device(device)
         self.metadata = metadata or {}
+        self.engine = create_lifter_engine(self.network, backend, self.device, fp16=fp16)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Lifter":
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "auto",
+             fp16: bool = False) -> "Lifter":
         """Load the shipped weights (engines/lift/assets/lifter.pt) or those at ``path``."""
         path = Path(path) if path is not None else ASSET_PATH
         if not path.is_file():
@@ -116,9 +131,8 @@ class Lifter:
         network = LiftNetwork(**checkpoint["config"])
         state = {name: value.float() for name, value in checkpoint["state_dict"].items()}
         network.load_state_dict(state)
-        return cls(network, device, checkpoint.get("metadata", {}))
+        return cls(network, device, checkpoint.get("metadata", {}), backend=backend, fp16=fp16)
 
-    @torch.no_grad()
     def __call__(
         self,
         keypoints: Tensor | np.ndarray,
@@ -133,6 +147,12 @@ class Lifter:
         intrinsics (3,3) pixels; world (P,33,3) metres, hip-centred, camera-aligned, or None;
         masks (P,64,64) in [0,1] cropped with :func:`crop_masks`, or None.
         """
+        from engines.backends import intra_op_threads
+
+        with torch.no_grad(), intra_op_threads(self.threads if self.device.type == "cpu" else None):
+            return self._lift(keypoints, boxes, intrinsics, world, masks)
+
+    def _lift(self, keypoints, boxes, intrinsics, world, masks) -> LiftResult:
         def tensor(x):
             return torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x,
                                    dtype=torch.float32, device=self.device)
@@ -173,7 +193,8 @@ class Lifter:
         transl = torch.full((count, 3), float("nan"), device=self.device)
         if bool(valid.any()):
             index = torch.nonzero(valid, as_tuple=False).reshape(-1)
-            out = self.network(torch.nan_to_num(keypoints[index], nan=0.0), boxes[index], intrinsics,
-                               world_t[index], world_present[index], masks_t[index], mask_present[index])
+            out = self.engine(torch.nan_to_num(keypoints[index], nan=0.0), boxes[index],
+                              intrinsics.expand(len(index), 3, 3), world_t[index], world_present[index],
+                              masks_t[index], mask_present[index])
             orient[index], pose[index], betas[index], transl[index] = out[0], out[1], out[2], out[3]
         return LiftResult(orient, pose, betas, transl, valid)
