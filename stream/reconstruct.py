@@ -97,7 +97,7 @@ class BodyReconstructor:
             from engines.pose_prior import PosePrior
 
             prior = GaussianPosePrior(PosePrior.load())
-        self.fitter = BodyFitter(lambda o, p, b, t: self._poser(o, p, b, t)[0], FitWeights(), pose_prior=prior,
+        self.fitter = BodyFitter(self._poser, FitWeights(), pose_prior=prior,
                                  iterations=fit_iterations)
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._shapes: dict[int, np.ndarray] = {}

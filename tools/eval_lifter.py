@@ -87,7 +87,7 @@ def evaluate(body: str = "open", lifter_path: str | None = None, frames: int = 9
     lifter = Lifter.load(lifter_path)
     # The fit needs only landmarks: pose just the vertices they use.
     poser = LandmarkPoser(model)
-    fitter = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], pose_prior=GaussianPosePrior(PosePrior.load()),
+    fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()),
                         iterations=iterations, cold_iterations=cold_iterations)
     sequences = held_out_sequences(model, frames, stride, seed, mocap_folder=mocap_folder)
     results: dict[str, dict[str, list]] = {"lifter": {}, "lifter+refinement": {}}

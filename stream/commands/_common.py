@@ -70,7 +70,7 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
         raise UserError(f"cannot load body model {args.body_model!r}: {exc}") from exc
     has_lifter = False
     if lifter_wanted and stages and body_model is not None:
-        lifter = load_lifter_for(args.lifter, body_model, device=args.device)
+        lifter = load_lifter_for(args.lifter, body_model, device=args.device, backend=args.backend)
         if lifter is not None and args.lifter_shape:
             stages[0].keep_masks = True  # the lifter's shape network reads the person masks
         if lifter is None and args.no_refine:
@@ -82,15 +82,17 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
     return stages, body_model, has_lifter
 
 
-def load_lifter_for(choice: str, body_model, device: str = "cpu"):
+def load_lifter_for(choice: str, body_model, device: str = "cpu", backend: str = "auto"):
     """The shipped lifter, or None when turned off, when its weights are missing, or when the
-    body model is not the one it was trained for (it predicts that model's parameters)."""
+    body model is not the one it was trained for (it predicts that model's parameters).
+    ``backend``: the engine back end asked for the pose networks; the lifter takes it when it is
+    one of its own (eager, compile, tensorrt), else chooses by device."""
     if choice == "off":
         return None
     from engines.lift import Lifter
 
     try:
-        lifter = Lifter.load(device=device)
+        lifter = Lifter.load(device=device, backend=backend if backend in ("eager", "compile", "tensorrt") else "auto")
     except FileNotFoundError as exc:
         log.warning("no lifter: %s; fitting bodies without it", exc)
         return None
