@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from engines import mocap
-from stream.smoothing import BodyParams, make_smoother
+from stream.smoothing import BodyParams, FixedLagSmoother, make_smoother
 
 
 def add_pose_noise(
@@ -34,14 +34,22 @@ def smooth_motion(
     **params: float,
 ) -> mocap.SmplMotion:
     """Run a fresh smoother over a motion, frame times k / fps; frames where ``missing`` (F,)
-    is True are fed as None (a missed detection)."""
-    smoother = make_smoother(kind, consolidate_shape=False, **params)
+    is True are fed as None (a missed detection). kind "rts": the two-sided FixedLagSmoother
+    (``params`` may hold lag_frames), whose missed frames have no body (shown as the input)."""
+    observed = [missing is None or not missing[frame] for frame in range(motion.num_frames)]
+    inputs = [BodyParams(motion.global_orient[f], motion.body_pose[f], motion.transl[f]) if observed[f] else None
+              for f in range(motion.num_frames)]
+    if kind == "rts":
+        fixed_lag = FixedLagSmoother(**params)
+        released = []
+        for frame, body in enumerate(inputs):
+            released += fixed_lag.push(frame / motion.fps, frame, [0], [body])
+        results = [bodies[0] for _, bodies in released + fixed_lag.flush()]
+    else:
+        smoother = make_smoother(kind, consolidate_shape=False, **params)
+        results = [smoother.update(frame / motion.fps, body) for frame, body in enumerate(inputs)]
     out_orient, out_pose, out_transl = [], [], []
-    for frame in range(motion.num_frames):
-        t_s = frame / motion.fps
-        observed = missing is None or not missing[frame]
-        body = BodyParams(motion.global_orient[frame], motion.body_pose[frame], motion.transl[frame]) if observed else None
-        result = smoother.update(t_s, body)
+    for frame, result in enumerate(results):
         if result is None:  # missed before the first observation: nothing to show
             result = BodyParams(motion.global_orient[frame], motion.body_pose[frame], motion.transl[frame])
         out_orient.append(result.global_orient)
