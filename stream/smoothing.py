@@ -314,11 +314,11 @@ class BodySmoother:
 
 
 # Defaults, tuned on CMU clips at 30 fps with detector-like noise (docs/smoothing.md).
-ONE_EURO_DEFAULTS = dict(min_cutoff=1.0, beta=10.0, d_cutoff=1.0, transl_min_cutoff=1.0, transl_beta=10.0)
+ONE_EURO_DEFAULTS = dict(min_cutoff=2.0, beta=5.0, d_cutoff=1.0, transl_min_cutoff=1.0, transl_beta=10.0)
 KALMAN_DEFAULTS = dict(process_noise=30.0, measurement_noise=1e-3, transl_process_noise=30.0, transl_measurement_noise=2.5e-4)
 SMOOTHING_KINDS = ("one-euro", "kalman", "none")  # causal: one frame in, one out (make_smoother)
 SMOOTHING_CHOICES = ("auto", "rts", *SMOOTHING_KINDS)  # what the commands offer
-LIVE_SMOOTHING = "kalman"  # what "auto" means live
+LIVE_SMOOTHING = "one-euro"  # what "auto" means live
 
 
 def resolve_smoothing(choice: str, policy: str) -> str:

@@ -98,3 +98,24 @@ def lag_frames(output: np.ndarray, reference: np.ndarray, max_lag: float = 10.0,
         if error < best_error:
             best_shift, best_error = float(shift), error
     return best_shift
+
+
+def lag_terms(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """The two sums of the linearised least-squares lag of ``output`` behind ``reference``
+    ((T, ...) arrays, frames in order): output(t) ~ reference(t - s) ~ reference(t) - s v(t),
+    v the reference's central-difference velocity, so s = sum (reference - output) . v /
+    sum v . v over the interior frames. Returned separately so that clips can be pooled.
+
+    Unlike :func:`lag_frames`, it does not interpolate: interpolating a jittery reference (noisy
+    mocap, an unsmoothed fit) halfway between frames averages its jitter away and so favours
+    half-frame shifts whatever the true lag. Valid for lags up to about a frame."""
+    if reference.shape[0] < 3:
+        return 0.0, 0.0
+    velocity = 0.5 * (reference[2:] - reference[:-2])
+    return float(((reference[1:-1] - output[1:-1]) * velocity).sum()), float((velocity * velocity).sum())
+
+
+def lag_behind(output: np.ndarray, reference: np.ndarray) -> float:
+    """The lag (frames, positive = late) of output behind reference, from :func:`lag_terms`."""
+    numerator, denominator = lag_terms(output, reference)
+    return numerator / denominator if denominator > 0 else 0.0

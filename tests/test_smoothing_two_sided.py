@@ -270,3 +270,12 @@ def test_pipeline_flushes_held_frames_when_an_earlier_stage_fails(clip):
         Pipeline(VideoFileSource(clip), [PositionStage(fail_at=9), holder, recorder]).run()
     assert [i for i, _ in recorder.seen] == list(range(9))  # the frames done before the failure
     assert holder.closed
+
+
+def test_linearised_lag_finds_a_known_delay_and_ignores_jitter():
+    rng = np.random.default_rng(1)
+    times = np.arange(300)
+    reference = np.sin(times / 10.0)[:, None] + rng.normal(0.0, 0.01, (300, 1))  # jittery truth
+    delayed = np.sin((times - 0.6) / 10.0)[:, None]
+    assert evaluation.lag_behind(delayed, np.sin(times / 10.0)[:, None]) == pytest.approx(0.6, abs=0.02)
+    assert evaluation.lag_behind(np.sin(times / 10.0)[:, None], reference) == pytest.approx(0.0, abs=0.05)
