@@ -143,7 +143,7 @@ def score(model, clips: list, smoothed: list[list]) -> dict:
     }
 
 
-def evaluate(frames: int = 30, seed: int = 0, threads: int = 2, rows=ROWS, log=print) -> dict:
+def evaluate(frames: int = 30, seed: int = 0, threads: int = 1, rows=ROWS, log=print) -> dict:
     from engines.body import load_body_model
     from engines.lift import Lifter
     from stream.smoothing import BodyParams
@@ -195,7 +195,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=30, help="frames per held-out clip (30 fps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     table = evaluate(args.frames, args.seed, threads=args.threads, log=(lambda *a: None) if args.json else print)
