@@ -279,3 +279,14 @@ def test_linearised_lag_finds_a_known_delay_and_ignores_jitter():
     delayed = np.sin((times - 0.6) / 10.0)[:, None]
     assert evaluation.lag_behind(delayed, np.sin(times / 10.0)[:, None]) == pytest.approx(0.6, abs=0.02)
     assert evaluation.lag_behind(np.sin(times / 10.0)[:, None], reference) == pytest.approx(0.0, abs=0.05)
+
+
+def test_lift_stage_refuses_two_sided_smoothing_live_before_loading_anything():
+    from stream.pipeline import PipelineContext
+    from stream.stages import LiftStage
+
+    stage = LiftStage(body_model=None, smoothing="rts")
+    with pytest.raises(ValueError, match="cannot run live"):
+        stage.open(PipelineContext(policy="live"))
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        LiftStage(body_model=None, smoothing="savgol")
