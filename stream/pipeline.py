@@ -99,7 +99,8 @@ class Stage:
 
     def flush(self) -> list[Packet]:
         """The packets still held back, in order; called once after the last packet (end of
-        input, stop, Ctrl-C, or an error anywhere), before :meth:`close`. Default: none."""
+        input, stop, Ctrl-C, or an error anywhere; not after a second Ctrl-C, which stops at
+        once), before :meth:`close`. Default: none."""
         return []
 
     def close(self) -> None:
