@@ -13,7 +13,9 @@ Each :class:`Stage` declares the packet fields it needs (``inputs``) and the one
   ``batch_size > 1`` receives up to that many waiting packets at once.
 
 Shutdown: the source thread sends a sentinel from ``finally`` (end of input, error, stop,
-Ctrl-C); every stage forwards it after the packets before it, so queues drain in order; each
+Ctrl-C); every stage forwards it after the packets before it and after the packets it still
+held back (:meth:`Stage.flush`; a stage may emit fewer packets than it took, e.g. a fixed-lag
+smoother), so queues drain in order; each
 stage is opened and closed in its own thread (files finalized, sockets closed there). A stage
 error stops the source, the rest drains, and :meth:`Pipeline.run` raises it. Ctrl-C stops the
 source, drains, closes, and re-raises KeyboardInterrupt (a second Ctrl-C stops draining).
@@ -88,8 +90,18 @@ class Stage:
         return packet
 
     def process_batch(self, packets: list[Packet]) -> list[Packet]:
-        """Work on several packets (offline batching). Default: one by one."""
+        """Work on several packets (offline batching). Default: one by one.
+
+        A stage that holds packets back (e.g. a smoother that needs later frames) returns
+        fewer packets than it took, and more later; it must return every packet once, in
+        order, and give back what it still holds from :meth:`flush`."""
         return [self.process(p) for p in packets]
+
+    def flush(self) -> list[Packet]:
+        """The packets still held back, in order; called once after the last packet (end of
+        input, stop, Ctrl-C, or an error anywhere; not after a second Ctrl-C, which stops at
+        once), before :meth:`close`. Default: none."""
+        return []
 
     def close(self) -> None:
         """Release resources; called once, in the stage's thread, after the last packet."""
@@ -427,6 +439,8 @@ class Pipeline:
                         failed = True
                         self._fail(f"stage {stage.name}", exc)
                 if done:
+                    if not self._hard_stop.is_set():
+                        self._flush_stage(stage, out_q)
                     break
         finally:
             if out_q is not None:
@@ -436,6 +450,19 @@ class Pipeline:
             except BaseException as exc:  # noqa: BLE001
                 self._fail(f"closing stage {stage.name}", exc)
 
+    def _flush_stage(self, stage: Stage, out_q) -> None:
+        """Pass on the packets a stage still holds (also after it failed: they were done)."""
+        try:
+            held = stage.flush()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"flushing stage {stage.name}", exc)
+            return
+        for packet in held:
+            if out_q is None:
+                self._finish(packet)
+            else:
+                self._put(out_q, packet)
+
     def _run_stage(self, stage: Stage, stats: StageStats, packets: list[Packet]) -> list[Packet]:
         if stage.optional and self.policy == LIVE and self.context.degrade_level > 0:
             stats.skipped += len(packets)
@@ -443,12 +470,12 @@ class Pipeline:
         t0 = time.monotonic_ns()
         stats.busy_since_ns = t0
         try:
-            out = stage.process_batch(packets) if stage.batch_size > 1 else [stage.process(packets[0])]
+            out = stage.process_batch(packets)
         finally:
             stats.busy_since_ns = None
         ms = (time.monotonic_ns() - t0) / 1e6 / len(packets)
         stats.record(ms, len(packets))
-        for packet in out:
+        for packet in packets:
             packet.stage_ms[stage.name] = ms
         return out
 

@@ -66,6 +66,7 @@ class BodyReconstructor:
         lifter_shape: take the shape (betas) from the lifter's silhouette network. Off by default:
             trained on synthetic silhouettes, it does not yet transfer to real masks (on the real
             sample clip it raised the fit's error from 3.3 to 9.5 px); the average body is used.
+        fit_weights: the fit's energy weights (default engines.fit.FitWeights()).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class BodyReconstructor:
         tracker: Tracker | None = None,
         forget_after_s: float = 2.0,
         lifter_shape: bool = False,
+        fit_weights: FitWeights | None = None,
     ):
         from engines.body.sparse import LandmarkPoser
 
@@ -97,7 +99,7 @@ class BodyReconstructor:
             from engines.pose_prior import PosePrior
 
             prior = GaussianPosePrior(PosePrior.load())
-        self.fitter = BodyFitter(self._poser, FitWeights(), pose_prior=prior,
+        self.fitter = BodyFitter(self._poser, fit_weights or FitWeights(), pose_prior=prior,
                                  iterations=fit_iterations)
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._shapes: dict[int, np.ndarray] = {}

@@ -16,6 +16,7 @@ docs/smoothing.md gives the parameters and the lag they add.
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -313,9 +314,21 @@ class BodySmoother:
 
 
 # Defaults, tuned on CMU clips at 30 fps with detector-like noise (docs/smoothing.md).
-ONE_EURO_DEFAULTS = dict(min_cutoff=1.0, beta=10.0, d_cutoff=1.0, transl_min_cutoff=1.0, transl_beta=10.0)
+ONE_EURO_DEFAULTS = dict(min_cutoff=2.0, beta=5.0, d_cutoff=1.0, transl_min_cutoff=1.0, transl_beta=10.0)
 KALMAN_DEFAULTS = dict(process_noise=30.0, measurement_noise=1e-3, transl_process_noise=30.0, transl_measurement_noise=2.5e-4)
-SMOOTHING_KINDS = ("one-euro", "kalman", "none")
+SMOOTHING_KINDS = ("one-euro", "kalman", "none")  # causal: one frame in, one out (make_smoother)
+SMOOTHING_CHOICES = ("auto", "rts", *SMOOTHING_KINDS)  # what the commands offer
+LIVE_SMOOTHING = "one-euro"  # what "auto" means live
+
+
+def resolve_smoothing(choice: str, policy: str) -> str:
+    """The smoothing "auto" stands for: two-sided "rts" offline (no latency requirement), the
+    causal LIVE_SMOOTHING live; any other choice is itself."""
+    if choice not in SMOOTHING_CHOICES:
+        raise ValueError(f"unknown smoothing {choice!r}; choose one of {', '.join(SMOOTHING_CHOICES)}")
+    if choice != "auto":
+        return choice
+    return LIVE_SMOOTHING if policy == "live" else "rts"
 
 
 def make_smoother(kind: str = "one-euro", consolidate_shape: bool = True, **params: float) -> BodySmoother:
@@ -341,6 +354,8 @@ def make_smoother(kind: str = "one-euro", consolidate_shape: bool = True, **para
     elif kind == "none":
         _settings(kind, {}, params)
         rotation, translation = PassThrough(), PassThrough()
+    elif kind == "rts":
+        raise ValueError("rts smoothing is two-sided (it needs later frames): use FixedLagSmoother, not make_smoother")
     else:
         raise ValueError(f"unknown smoothing {kind!r}; choose one of {', '.join(SMOOTHING_KINDS)}")
     return BodySmoother(rotation, translation, shape)
@@ -375,3 +390,232 @@ class SmootherBank:
     def keep_only(self, track_ids) -> None:
         for track_id in set(self.smoothers) - set(int(t) for t in track_ids):
             del self.smoothers[track_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-sided smoothing (offline): a constant-velocity Kalman filter forward, Rauch-Tung-Striebel
+# backward, over a fixed lag of frames.
+
+
+def _constant_velocity_model(dt_s: float, process_noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Transition F (2,2) and process noise Q (2,2) of a constant-velocity model over dt_s
+    seconds with white-noise acceleration of variance process_noise (filterpy's
+    Q_discrete_white_noise, written out)."""
+    F = np.array([[1.0, dt_s], [0.0, 1.0]])
+    Q = process_noise * np.array([[dt_s**4 / 4.0, dt_s**3 / 2.0], [dt_s**3 / 2.0, dt_s**2]])
+    return F, Q
+
+
+class RtsSegment:
+    """One continuous stretch of a track, smoothed two-sided; D channels share one model.
+
+    Forward, a constant-velocity Kalman filter (state (2, D): value and velocity per channel;
+    every channel has the same model, noise and measurement times, so one (2, 2) covariance
+    serves all). :meth:`smoothed` runs the Rauch-Tung-Striebel backward pass from the newest
+    observation down to the one asked for, so an observation gets the information of all the
+    observations after it so far. Missed frames are simply absent: the model spans the gap (dt
+    is the time between observations).
+
+    process_noise: variance of the white-noise acceleration, (units/s^2)^2 (higher: follows
+        faster, smooths less). measurement_noise: variance of one measurement, units^2.
+    """
+
+    def __init__(self, process_noise: float, measurement_noise: float, initial_velocity_var: float = 10.0):
+        if process_noise <= 0 or measurement_noise <= 0:
+            raise ValueError(f"RTS noises must be positive; got {process_noise}, {measurement_noise}")
+        self.process_noise = float(process_noise)
+        self.measurement_noise = float(measurement_noise)
+        self.initial_velocity_var = float(initial_velocity_var)
+        self.times: list[float] = []
+        self._filtered: list[tuple[np.ndarray, np.ndarray]] = []   # (x (2,D), P (2,2)) after the update
+        self._predicted: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (x, P, F) before it
+        self._first = 0  # index of self.times[0] among all observations (older ones are trimmed)
+
+    def __len__(self) -> int:
+        return self._first + len(self.times)
+
+    def add(self, t_s: float, value: np.ndarray) -> int:
+        """Filter one observation (D,); returns its index in the segment."""
+        z = np.asarray(value, dtype=np.float64)
+        r = self.measurement_noise
+        if not self.times:
+            x = np.stack([z, np.zeros_like(z)])
+            P = np.diag([r, self.initial_velocity_var])
+            self._predicted.append((x, P, np.eye(2)))
+        else:
+            dt = float(t_s) - self.times[-1]
+            if not dt > 0:
+                raise ValueError(f"timestamps must increase: got {t_s} after {self.times[-1]}")
+            # 1. Predict.
+            F, Q = _constant_velocity_model(dt, self.process_noise)
+            x_prev, P_prev = self._filtered[-1]
+            x_pred, P_pred = F @ x_prev, F @ P_prev @ F.T + Q
+            self._predicted.append((x_pred, P_pred, F))
+            # 2. Update with the value (H = [1, 0]).
+            gain = P_pred[:, 0] / (P_pred[0, 0] + r)  # (2,)
+            x = x_pred + gain[:, None] * (z - x_pred[0])[None, :]
+            P = P_pred - np.outer(gain, P_pred[0])
+        self.times.append(float(t_s))
+        self._filtered.append((x, P))
+        return len(self) - 1
+
+    def smoothed(self, index: int) -> np.ndarray:
+        """The value (D,) at observation ``index`` given every observation added so far."""
+        k = index - self._first
+        if not 0 <= k < len(self.times):
+            raise IndexError(f"observation {index} is not held (held: {self._first}..{len(self) - 1})")
+        x_next = self._filtered[-1][0]
+        # Backward (Rauch-Tung-Striebel): x_s[t] = x[t] + C (x_s[t+1] - x_pred[t+1]),
+        # C = P[t] F[t+1]^T P_pred[t+1]^-1.
+        for j in range(len(self.times) - 2, k - 1, -1):
+            x, P = self._filtered[j]
+            x_pred, P_pred, F = self._predicted[j + 1]
+            C = P @ F.T @ np.linalg.inv(P_pred)
+            x_next = x + C @ (x_next - x_pred)
+        return x_next[0].copy()
+
+    def forget_before(self, index: int) -> None:
+        """Drop what observations before ``index`` held (they are no longer asked for)."""
+        drop = min(max(index - self._first, 0), len(self.times) - 1)
+        if drop > 0:
+            del self.times[:drop], self._filtered[:drop], self._predicted[:drop]
+            self._first += drop
+
+
+# Defaults of the two-sided smoother, tuned on the held-out sequences run through the body
+# stage (tools/eval_sequences.py; docs/smoothing.md).
+RTS_DEFAULTS = dict(process_noise=30.0, measurement_noise=1e-3, transl_process_noise=30.0,
+                    transl_measurement_noise=2.5e-4)
+RTS_LAG_FRAMES = 15
+
+
+class _BodySegment:
+    """One continuous stretch of a track: an RtsSegment for the 24 rotations (quaternions, 96
+    channels) and one for the translation (3 channels)."""
+
+    def __init__(self, settings: dict):
+        self.rotations = RtsSegment(settings["process_noise"], settings["measurement_noise"])
+        self.translation = RtsSegment(settings["transl_process_noise"], settings["transl_measurement_noise"])
+        self.last_quats: np.ndarray | None = None  # (24, 4), the previous observation's
+        self.last_t_s: float | None = None
+        self.betas: np.ndarray | None = None  # the latest given
+
+    def add(self, t_s: float, body: BodyParams) -> int:
+        quats = _to_quaternions(body.global_orient, body.body_pose)
+        if not np.isfinite(quats).all() or not np.isfinite(body.transl).all():
+            raise ValueError("the body to smooth holds NaN or infinite values; pass None for a frame without a body")
+        if self.last_quats is not None:
+            # q and -q are one rotation: take the one nearer the previous observation.
+            quats = np.where((quats * self.last_quats).sum(-1, keepdims=True) < 0, -quats, quats)
+        self.last_quats, self.last_t_s = quats, float(t_s)
+        if body.betas is not None:
+            self.betas = np.asarray(body.betas, np.float32)
+        index = self.rotations.add(t_s, quats.reshape(-1))
+        self.translation.add(t_s, np.asarray(body.transl, np.float64))
+        return index
+
+    def body_at(self, index: int) -> BodyParams:
+        quats = self.rotations.smoothed(index).reshape(24, 4)
+        quats = quats / np.linalg.norm(quats, axis=-1, keepdims=True).clip(min=1e-12)
+        pose = _to_axis_angle(quats)
+        transl = self.translation.smoothed(index)
+        self.rotations.forget_before(index)
+        self.translation.forget_before(index)
+        return BodyParams(
+            global_orient=np.ascontiguousarray(pose[0], dtype=np.float32),
+            body_pose=np.ascontiguousarray(pose[1:], dtype=np.float32),
+            transl=np.ascontiguousarray(transl, dtype=np.float32),
+            betas=None if self.betas is None else self.betas.copy(),
+        )
+
+
+@dataclass
+class _HeldFrame:
+    key: object
+    entries: list[tuple[_BodySegment, int] | None]  # per person: where its observation is
+
+
+class FixedLagSmoother:
+    """Two-sided smoothing of every track's bodies, frame by frame, with a fixed delay.
+
+    Each frame is held until ``lag_frames`` later frames have arrived; then each of its bodies
+    is released as the Rauch-Tung-Striebel smoothed estimate (a constant-velocity Kalman filter
+    run forward over the track, then backward from the newest observation): the frame gets the
+    information of the frames before it and of up to ``lag_frames`` after it, so the smoothing
+    adds no lag to the motion, only a delay of ``lag_frames`` frames before a frame comes out.
+    Frames come out once each, in the order they went in; :meth:`flush` releases the frames
+    still held (end of input, an error, Ctrl-C).
+
+        smoother = FixedLagSmoother(lag_frames=15)
+        for key, bodies in smoother.push(t_s, key, track_ids, bodies): ...   # 0 or more frames
+        for key, bodies in smoother.flush(): ...
+
+    Rotations are smoothed as quaternions (each put on the hemisphere of the track's previous
+    one, renormalised after smoothing), translation in metres; a body's betas are the latest
+    its track segment was given (the reconstructor consolidates them into one per track). A track unseen for more than ``forget_after_s``
+    starts a new segment (nothing is smoothed across the gap); shorter gaps are spanned by the
+    model. Parameters: process_noise, measurement_noise (quaternion components),
+    transl_process_noise ((m/s^2)^2), transl_measurement_noise (m^2); see RTS_DEFAULTS.
+    """
+
+    def __init__(self, lag_frames: int = RTS_LAG_FRAMES, forget_after_s: float = 2.0, **params: float):
+        if lag_frames < 0:
+            raise ValueError(f"lag_frames must be >= 0, got {lag_frames}")
+        self.lag_frames = int(lag_frames)
+        self.forget_after_s = float(forget_after_s)
+        self.settings = _settings("rts", RTS_DEFAULTS, params)
+        self.params = params
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track and every held frame (call :meth:`flush` first to keep them)."""
+        self._segments: dict[int, _BodySegment] = {}
+        self._held: collections.deque[_HeldFrame] = collections.deque()
+        self._last_t_s: float | None = None
+
+    @property
+    def held(self) -> int:
+        """Frames waiting to be released."""
+        return len(self._held)
+
+    def push(self, t_s: float, key, track_ids, bodies: list[BodyParams | None]) -> list[tuple[object, list[BodyParams | None]]]:
+        """Add one frame: its people's track ids and bodies (None: no body), in one order.
+
+        Returns the frames released by this one, oldest first: (key, bodies in the order they
+        were pushed). Raises ValueError when timestamps do not increase.
+        """
+        t_s = float(t_s)
+        if self._last_t_s is not None and not t_s > self._last_t_s:
+            raise ValueError(f"timestamps must increase: got {t_s} after {self._last_t_s}; flush() and reset() "
+                             "when the timeline restarts")
+        self._last_t_s = t_s
+        track_ids = [int(t) for t in track_ids]
+        if len(track_ids) != len(bodies):
+            raise ValueError(f"{len(track_ids)} track ids for {len(bodies)} bodies")
+        entries: list[tuple[_BodySegment, int] | None] = []
+        for track, body in zip(track_ids, bodies):
+            if body is None:
+                entries.append(None)
+                continue
+            segment = self._segments.get(track)
+            if segment is None or t_s - segment.last_t_s > self.forget_after_s:
+                segment = self._segments[track] = _BodySegment(self.settings)
+            entries.append((segment, segment.add(t_s, body)))
+        self._held.append(_HeldFrame(key, entries))
+        # Tracks long unseen: their segments are no longer extended (held frames keep theirs).
+        for track in [k for k, s in self._segments.items() if t_s - s.last_t_s > self.forget_after_s]:
+            del self._segments[track]
+        released = []
+        while len(self._held) > self.lag_frames:
+            released.append(self._release(self._held.popleft()))
+        return released
+
+    def flush(self) -> list[tuple[object, list[BodyParams | None]]]:
+        """Release every held frame (smoothed with what has arrived), oldest first."""
+        released = [self._release(frame) for frame in self._held]
+        self._held.clear()
+        return released
+
+    def _release(self, frame: _HeldFrame) -> tuple[object, list[BodyParams | None]]:
+        bodies = [None if entry is None else entry[0].body_at(entry[1]) for entry in frame.entries]
+        return frame.key, bodies

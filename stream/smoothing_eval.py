@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from engines import mocap
-from stream.smoothing import BodyParams, make_smoother
+from stream.smoothing import BodyParams, FixedLagSmoother, make_smoother
 
 
 def add_pose_noise(
@@ -34,14 +34,22 @@ def smooth_motion(
     **params: float,
 ) -> mocap.SmplMotion:
     """Run a fresh smoother over a motion, frame times k / fps; frames where ``missing`` (F,)
-    is True are fed as None (a missed detection)."""
-    smoother = make_smoother(kind, consolidate_shape=False, **params)
+    is True are fed as None (a missed detection). kind "rts": the two-sided FixedLagSmoother
+    (``params`` may hold lag_frames), whose missed frames have no body (shown as the input)."""
+    observed = [missing is None or not missing[frame] for frame in range(motion.num_frames)]
+    inputs = [BodyParams(motion.global_orient[f], motion.body_pose[f], motion.transl[f]) if observed[f] else None
+              for f in range(motion.num_frames)]
+    if kind == "rts":
+        fixed_lag = FixedLagSmoother(**params)
+        released = []
+        for frame, body in enumerate(inputs):
+            released += fixed_lag.push(frame / motion.fps, frame, [0], [body])
+        results = [bodies[0] for _, bodies in released + fixed_lag.flush()]
+    else:
+        smoother = make_smoother(kind, consolidate_shape=False, **params)
+        results = [smoother.update(frame / motion.fps, body) for frame, body in enumerate(inputs)]
     out_orient, out_pose, out_transl = [], [], []
-    for frame in range(motion.num_frames):
-        t_s = frame / motion.fps
-        observed = missing is None or not missing[frame]
-        body = BodyParams(motion.global_orient[frame], motion.body_pose[frame], motion.transl[frame]) if observed else None
-        result = smoother.update(t_s, body)
+    for frame, result in enumerate(results):
         if result is None:  # missed before the first observation: nothing to show
             result = BodyParams(motion.global_orient[frame], motion.body_pose[frame], motion.transl[frame])
         out_orient.append(result.global_orient)
@@ -90,3 +98,24 @@ def lag_frames(output: np.ndarray, reference: np.ndarray, max_lag: float = 10.0,
         if error < best_error:
             best_shift, best_error = float(shift), error
     return best_shift
+
+
+def lag_terms(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """The two sums of the linearised least-squares lag of ``output`` behind ``reference``
+    ((T, ...) arrays, frames in order): output(t) ~ reference(t - s) ~ reference(t) - s v(t),
+    v the reference's central-difference velocity, so s = sum (reference - output) . v /
+    sum v . v over the interior frames. Returned separately so that clips can be pooled.
+
+    Unlike :func:`lag_frames`, it does not interpolate: interpolating a jittery reference (noisy
+    mocap, an unsmoothed fit) halfway between frames averages its jitter away and so favours
+    half-frame shifts whatever the true lag. Valid for lags up to about a frame."""
+    if reference.shape[0] < 3:
+        return 0.0, 0.0
+    velocity = 0.5 * (reference[2:] - reference[:-2])
+    return float(((reference[1:-1] - output[1:-1]) * velocity).sum()), float((velocity * velocity).sum())
+
+
+def lag_behind(output: np.ndarray, reference: np.ndarray) -> float:
+    """The lag (frames, positive = late) of output behind reference, from :func:`lag_terms`."""
+    numerator, denominator = lag_terms(output, reference)
+    return numerator / denominator if denominator > 0 else 0.0

@@ -311,6 +311,13 @@ class LiftStage(Stage):
     camera frame (stream.reconstruct.BodyReconstructor: the lifter when one is shipped, the
     anchored SMPLify-style fit, per-track smoothing and one shape per track).
 
+    smoothing: "auto" (two-sided "rts" under the offline policy, the causal
+    stream.smoothing.LIVE_SMOOTHING live), "rts", "one-euro", "kalman" or "none". With "rts"
+    the stage holds each frame until ``smoothing_lag`` later frames have come
+    (stream.smoothing.FixedLagSmoother) and releases frames in order; the ones still held come
+    out at the end of the stream (:meth:`flush`). "rts" is refused live: holding frames would
+    count as overload there.
+
     Under overload (live) the fit runs fewer iterations (and none at all when a lifter gives
     an answer to fall back on) rather than letting latency grow.
     """
@@ -320,23 +327,38 @@ class LiftStage(Stage):
     outputs = ("body_params",)
     budget_ms = 60.0
 
-    def __init__(self, body_model, fov_deg: float = 60.0, smoothing: str = "one-euro", refine: bool = True,
-                 fit_iterations: int = 6, lifter=None, lifter_shape: bool = False):
+    def __init__(self, body_model, fov_deg: float = 60.0, smoothing: str = "auto", refine: bool = True,
+                 fit_iterations: int = 6, lifter=None, lifter_shape: bool = False, smoothing_lag: int | None = None):
+        from stream.smoothing import RTS_LAG_FRAMES, SMOOTHING_CHOICES
+
+        if smoothing not in SMOOTHING_CHOICES:
+            raise ValueError(f"unknown smoothing {smoothing!r}; choose one of {', '.join(SMOOTHING_CHOICES)}")
         self.body_model = body_model
         self.fov_deg = fov_deg
         self.smoothing = smoothing
+        self.smoothing_lag = RTS_LAG_FRAMES if smoothing_lag is None else int(smoothing_lag)
         self.refine = refine
         self.fit_iterations = fit_iterations
         self.lifter = lifter
         self.lifter_shape = lifter_shape
         self.reconstructor = None
+        self.fixed_lag = None
         self._last_t_s: float | None = None
 
     def open(self, context: PipelineContext) -> None:
         super().open(context)
         from stream.reconstruct import BodyReconstructor
+        from stream.smoothing import FixedLagSmoother, resolve_smoothing
 
-        self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter, smoothing=self.smoothing,
+        kind = resolve_smoothing(self.smoothing, context.policy)
+        if kind == "rts":
+            if context.policy == "live":
+                raise ValueError("--smoothing rts holds frames back (two-sided smoothing) and cannot run live; "
+                                 "use auto, one-euro or kalman, or process the file offline")
+            self.fixed_lag = FixedLagSmoother(lag_frames=self.smoothing_lag)
+        self.smoothing_used = kind
+        self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter,
+                                               smoothing="none" if kind == "rts" else kind,
                                                refine=self.refine, fit_iterations=self.fit_iterations,
                                                lifter_shape=self.lifter_shape)
         self.fit_ms = self.reconstructor.warm_up()
@@ -354,10 +376,48 @@ class LiftStage(Stage):
         return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], np.float32)
 
     def process(self, packet: Packet) -> Packet:
+        """One packet, smoothed causally (or not at all); with "rts" use :meth:`process_batch`."""
+        released = self.process_batch([packet])
+        if len(released) != 1:
+            raise RuntimeError("LiftStage with rts smoothing holds packets: call process_batch and flush")
+        return released[0]
+
+    def process_batch(self, packets: list[Packet]) -> list[Packet]:
+        """Bodies for each packet; returns the packets ready to go on, in order (with "rts":
+        those ``smoothing_lag`` frames old, so fewer than given at first)."""
+        out: list[Packet] = []
+        for packet in packets:
+            t_s, people, bodies = self._reconstruct(packet, out)
+            if self.fixed_lag is None:
+                _set_bodies(people, bodies)
+                out.append(packet)
+                continue
+            for (held_packet, held_people), smoothed in self.fixed_lag.push(
+                    t_s, (packet, people), [p.track_id for p in people], bodies):
+                _set_bodies(held_people, smoothed)
+                out.append(held_packet)
+        return out
+
+    def flush(self) -> list[Packet]:
+        """The frames the two-sided smoother still holds, smoothed with what came after them."""
+        if self.fixed_lag is None:
+            return []
+        out = []
+        for (packet, people), smoothed in self.fixed_lag.flush():
+            _set_bodies(people, smoothed)
+            out.append(packet)
+        return out
+
+    def _reconstruct(self, packet: Packet, released: list[Packet]):
+        """(t_s, people with keypoints, their bodies before any two-sided smoothing)."""
         frame = packet.frame
         t_s = frame.pts_s if frame.pts_s is not None else frame.t_capture_ns / 1e9
         if self._last_t_s is not None and t_s < self._last_t_s:
-            self.reconstructor.reset()  # the timeline restarted (a reconnected stream)
+            # The timeline restarted (a reconnected stream): release what is held, start over.
+            released.extend(self.flush())
+            self.reconstructor.reset()
+            if self.fixed_lag is not None:
+                self.fixed_lag.reset()
         self._last_t_s = t_s
         people = [p for p in packet.people if p.keypoints is not None and p.bbox is not None]
         # Degrade: with a lifter, skip the fit from the first level (the lifter answers alone);
@@ -376,12 +436,17 @@ class LiftStage(Stage):
             masks=[p.mask for p in people],
             track_ids=np.array([p.track_id for p in people], np.int64) if people and all(p.track_id >= 0 for p in people) else None,
         )
-        for person, track_id, body in zip(people, result.track_ids, result.bodies):
+        for person, track_id in zip(people, result.track_ids):
             person.track_id = int(track_id)
-            if body is None:
-                continue
-            person.global_orient = body.global_orient
-            person.body_pose = body.body_pose
-            person.betas = body.betas
-            person.transl = body.transl
-        return packet
+        return t_s, people, result.bodies
+
+
+def _set_bodies(people: list[Person], bodies) -> None:
+    """Copy each body's parameters onto its person (people without a body are left as they are)."""
+    for person, body in zip(people, bodies):
+        if body is None:
+            continue
+        person.global_orient = body.global_orient
+        person.body_pose = body.body_pose
+        person.betas = body.betas
+        person.transl = body.transl

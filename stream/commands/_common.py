@@ -10,6 +10,8 @@ from stream.cli import UserError
 log = logging.getLogger("meshstream")
 
 _warned: dict[str, bool] = {}
+# stream.smoothing.SMOOTHING_CHOICES, written out so that building the parser imports no torch.
+SMOOTHING_CHOICES = ("auto", "rts", "one-euro", "kalman", "none")
 SAMPLE_CLIP = Path(__file__).resolve().parents[1] / "assets" / "sample.mp4"
 
 
@@ -26,8 +28,12 @@ def add_engine_arguments(parser) -> None:
                        help="horizontal-or-vertical (longer side) field of view in degrees for the default intrinsics")
     group.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
                        help="scale frames down so their longer side is at most this")
-    group.add_argument("--smoothing", choices=("one-euro", "kalman", "none"), default="one-euro",
-                       help="temporal smoothing of each person's body (default one-euro; docs/smoothing.md)")
+    group.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default="auto",
+                       help="temporal smoothing of each person's body: auto (default) = rts for offline runs "
+                            "(two-sided, no lag, frames come out --smoothing-lag frames later), a causal "
+                            "filter (kalman) live; docs/smoothing.md")
+    group.add_argument("--smoothing-lag", type=int, default=15, metavar="FRAMES",
+                       help="rts: later frames each frame waits for before it is smoothed (default 15)")
     group.add_argument("--fit-iterations", type=int, default=6, metavar="N",
                        help="Levenberg-Marquardt iterations of the body fit per frame (default 6)")
     group.add_argument("--lifter", choices=("auto", "off"), default="auto",
@@ -75,7 +81,8 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
             stages[0].keep_masks = True  # the lifter's shape network reads the person masks
         if lifter is None and args.no_refine:
             raise UserError("--no-refine needs the learned lifter (--lifter auto and its weights)")
-        stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, refine=not args.no_refine,
+        stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, smoothing_lag=args.smoothing_lag,
+                                refine=not args.no_refine,
                                 fit_iterations=args.fit_iterations, lifter=lifter, lifter_shape=args.lifter_shape))
         stages.append(BodyStage(body_model))
         has_lifter = True
