@@ -52,12 +52,12 @@ VERSION = "synthetic-2"
 # Framing (see docs/accuracy.md, "Synthetic benchmark"): a 1.7 m person at the set's centre spans
 # FRAME_FILL of the frame height; the distance follows from the random field of view.
 HFOV_DEG = (40.0, 70.0)
-FRAME_FILL = (0.45, 0.75)
+FRAME_FILL = (0.5, 0.8)
 REFERENCE_STATURE_M = 1.7
 DISTANCE_M = (1.8, 8.0)
 DEPTH_JITTER = 0.15  # people stand up to this fraction of the distance nearer or farther
 CAMERA_HEIGHT_M = (0.7, 2.0)
-AIM_HEIGHT_M = (0.75, 1.0)
+AIM_HEIGHT_M = (0.8, 0.95)
 FACING_SPREAD_DEG = 70.0  # mean facing direction within this angle of the camera
 
 
@@ -312,10 +312,10 @@ class SyntheticRenderer:
         for f in range(self.args.frames):
             backdrop = self.shadows(background, big, [v[f] for v in vertices], R, c)
             meshes = [Mesh(v[f], self.faces, uv=self.template.uv, texture=p.look.texture) for v, p in zip(vertices, people)]
-            meshes += self.hair_meshes([v[f] for v in vertices], people)
+            meshes += self.shell_meshes([v[f] for v in vertices], people)
             result = render(big, meshes, background=backdrop, light_dir=light, ambient=ambient, cull_backfaces=True)
             person_of_mesh = np.array([k for k in range(len(people))] + [k for k, p in enumerate(people)
-                                                                          if len(p.look.hair_faces)], np.int16)
+                                                                          if len(p.look.shell_faces)], np.int16)
             image = result.image.astype(np.float32)
             if ss > 1:
                 import cv2
@@ -330,19 +330,19 @@ class SyntheticRenderer:
             visibility.append(np.stack([self.visible(big, result.depth, lm[f], ss) for lm in landmarks]))
         return frames, np.stack(masks, 0), np.stack(visibility, 0), vertices, joints, landmarks
 
-    def hair_meshes(self, vertices_per_person: list[np.ndarray], people: list[Person]) -> list[Mesh]:
-        """Each person's hair shell (synthetic_appearance.hair_shell_mesh) for one frame, in people order
-        (people without hair have none)."""
+    def shell_meshes(self, vertices_per_person: list[np.ndarray], people: list[Person]) -> list[Mesh]:
+        """Each person's hair and clothes shell (synthetic_appearance.shell_mesh) for one frame, in
+        people order (people without any have none)."""
         from engines.render import vertex_normals
-        from synthetic_appearance import hair_shell_mesh
+        from synthetic_appearance import shell_mesh
 
         meshes = []
         faces = torch.from_numpy(self.faces)
         for v, person in zip(vertices_per_person, people):
-            if not len(person.look.hair_faces):
+            if not len(person.look.shell_faces):
                 continue
             normals = vertex_normals(torch.from_numpy(np.ascontiguousarray(v, np.float32)), faces).numpy()
-            shell, shell_faces, shell_uv = hair_shell_mesh(v, normals, self.faces, self.template.uv, person.look)
+            shell, shell_faces, shell_uv = shell_mesh(v, normals, self.faces, self.template.uv, person.look)
             meshes.append(Mesh(shell, shell_faces, uv=shell_uv, texture=person.look.texture))
         return meshes
 

@@ -17,6 +17,15 @@ questions, each answered per frame:
     their 33 keypoints to the true ones (over the true keypoints inside the frame; the smaller of
     that and the left/right-mirrored distance, so a person seen with left and right swapped
     still counts as found); a pair farther apart than POSE_GATE times the height is no match.
+(a alone) detector, person alone: the detector on a copy of the frame in which only the
+    person's own columns are kept (its keypoints' horizontal extent widened by a quarter of its
+    height on each side; the rest filled with the frame's mean colour). BlazePose's detector is
+    made for one person: with several people in view it gives lower scores to all of them, so
+    this column separates how recognisable a rendered person is from how many share the frame.
+(a repeat) an experiment, not what the pipeline does: the detector run again after blanking
+    the people it found (a box around each detection's hip centre, BLANK_HALF_WIDTH by 1 times
+    its body radius |kp1 - kp0|, filled with the frame's mean colour), up to max-people rounds;
+    all detections of all rounds are matched as in (a).
 
 Definitions (also in docs/accuracy.md, "Detection on the renders"):
 
@@ -25,6 +34,7 @@ Definitions (also in docs/accuracy.md, "Detection on the renders"):
   in another person's visible mask). Self-occlusion (the far arm in a side view, the face seen
   from behind) does not count: a person seen from behind is fully visible.
 - Height (px): the vertical extent of the person's projected mesh (all vertices).
+- People in view: the people of the frame with at least one visible pixel (mask).
 - Facing: the angle between the torso's forward direction (normal of the shoulder and hip
   line, from the 3D landmarks) and the direction from the torso to the camera. front: < 45
   degrees, side: 45 to 135, back: > 135.
@@ -50,6 +60,7 @@ HIP_GATE = 0.25
 POSE_GATE = 0.2
 FRONT_MAX_DEG = 45.0
 BACK_MIN_DEG = 135.0
+BLANK_HALF_WIDTH = 0.35
 HEIGHT_BINS = (0, 160, 240, 320, 10_000)  # px; 160 px is a third of a 480-px frame
 LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_HIP, RIGHT_HIP = 11, 12, 23, 24
 
@@ -182,7 +193,11 @@ def measure_clip(npz_path: Path, estimator) -> dict:
     keypoints = gt["keypoints2d"]
     heights = height_px(gt["vertices"], gt["intrinsics"].astype(np.float64))
     hips = keypoints[:, [LEFT_HIP, RIGHT_HIP], :2].mean(axis=1)
+    visible_rows = fully_visible(keypoints, gt["masks"], frame_index, width, height)
+    in_view = np.array([int(gt["masks"][frame_index == f].any(axis=(1, 2)).sum()) for f in frame_index])
     detector_found = np.zeros(len(frame_index), bool)
+    alone_found = np.zeros(len(frame_index), bool)
+    repeat_found = np.zeros(len(frame_index), bool)
     pipeline_found = np.zeros(len(frame_index), bool)
     estimator.reset()
     fps = float(meta.get("fps", 30.0))
@@ -191,23 +206,66 @@ def measure_clip(npz_path: Path, estimator) -> dict:
         detections = estimator.detect(image)
         detected_hips = np.array([d.keypoints[0] for d in detections], np.float64).reshape(-1, 2)
         detector_found[rows] = match_detections(hips[rows], heights[rows], detected_hips)
+        repeated = detect_repeatedly(estimator, image, detections)
+        repeat_found[rows] = match_detections(hips[rows], heights[rows], repeated)
+        for row in rows[visible_rows[rows]]:
+            alone = person_alone(image, keypoints[row], heights[row])
+            found = np.array([d.keypoints[0] for d in estimator.detect(alone)], np.float64).reshape(-1, 2)
+            alone_found[row] = match_detections(hips[[row]], heights[[row]], found)[0]
         people = estimator(image, timestamp_s=f / fps)
         predicted = np.array([p.keypoints for p in people], np.float64).reshape(-1, 33, 3)
         pipeline_found[rows] = match_poses(keypoints[rows], heights[rows], predicted, width, height)
     return {
         "clip": npz_path.stem,
-        "fully_visible": fully_visible(keypoints, gt["masks"], frame_index, width, height),
+        "fully_visible": visible_rows,
+        "in_view": in_view,
         "facing": facing_class(facing_angle(gt["landmarks"].astype(np.float64))),
         "height": heights,
         "detector": detector_found,
+        "alone": alone_found,
+        "repeat": repeat_found,
         "pipeline": pipeline_found,
     }
+
+
+def detect_repeatedly(estimator, image: np.ndarray, first: list) -> np.ndarray:
+    """Hip centres (D, 2) px of the detections of repeated rounds (see "a repeat" above), starting
+    from the first round's detections ``first`` (engines.pose Detection list)."""
+    fill = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+    blanked = image.copy()
+    found = list(first)
+    new = list(first)
+    for _ in range(estimator.max_people - 1):
+        if not new or len(found) >= estimator.max_people:
+            break
+        for detection in new:
+            hip = detection.keypoints[0]
+            radius = float(np.linalg.norm(detection.keypoints[1] - hip))
+            x0, x1 = int(max(0, hip[0] - BLANK_HALF_WIDTH * radius)), int(max(0, hip[0] + BLANK_HALF_WIDTH * radius))
+            y0, y1 = int(max(0, hip[1] - radius)), int(max(0, hip[1] + radius))
+            blanked[y0:y1, x0:x1] = fill
+        new = estimator.detect(blanked)
+        found += new
+    return np.array([d.keypoints[0] for d in found], np.float64).reshape(-1, 2)
+
+
+def person_alone(image: np.ndarray, keypoints: np.ndarray, height: float) -> np.ndarray:
+    """The frame with only this person's columns kept (keypoint x-extent +- height / 4), the rest
+    filled with the frame's mean colour. image (H, W, 3) uint8, keypoints (33, 2+) px."""
+    margin = 0.25 * height
+    x0 = int(max(0, np.floor(keypoints[:, 0].min() - margin)))
+    x1 = int(min(image.shape[1], np.ceil(keypoints[:, 0].max() + margin)))
+    alone = np.empty_like(image)
+    alone[:] = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+    alone[:, x0:x1] = image[:, x0:x1]
+    return alone
 
 
 def summarize(clips: list[dict]) -> dict:
     """Detection rates over the fully visible people: overall, by facing, by height, per clip."""
     keep = np.concatenate([c["fully_visible"] for c in clips])
-    columns = {key: np.concatenate([c[key] for c in clips])[keep] for key in ("facing", "detector", "pipeline")}
+    columns = {key: np.concatenate([c[key] for c in clips])[keep]
+               for key in ("facing", "detector", "alone", "repeat", "pipeline", "in_view")}
     columns["height_bin"] = height_bin(np.concatenate([c["height"] for c in clips])[keep])
     columns["clip"] = np.concatenate([np.full(len(c["height"]), c["clip"]) for c in clips])[keep]
 
@@ -215,11 +273,13 @@ def summarize(clips: list[dict]) -> dict:
         n = int(selected.sum())
         return {"people": n,
                 "detector": float(columns["detector"][selected].mean()) if n else None,
+                "alone": float(columns["alone"][selected].mean()) if n else None,
+                "repeat": float(columns["repeat"][selected].mean()) if n else None,
                 "pipeline": float(columns["pipeline"][selected].mean()) if n else None}
 
     total_rows = int(sum(len(c["height"]) for c in clips))
     summary = {"rows": total_rows, "fully_visible": int(keep.sum()), "overall": rates(np.ones(int(keep.sum()), bool))}
-    for key in ("facing", "height_bin", "clip"):
+    for key in ("facing", "height_bin", "in_view", "clip"):
         values = columns[key]
         if key == "facing":
             order = ("front", "side", "back")
@@ -227,6 +287,9 @@ def summarize(clips: list[dict]) -> dict:
             order = height_bin(np.array(HEIGHT_BINS[:-1], np.float64))
         else:
             order = sorted(set(values.tolist()))
+        if key == "in_view":
+            summary[key] = {f"{v} in view": rates(values == v) for v in order}
+            continue
         summary[key] = {value: rates(values == value) for value in order if (values == value).any()}
     return summary
 
@@ -236,13 +299,15 @@ def format_summary(summary: dict) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
     lines = [f"{summary['fully_visible']} fully visible person-frames of {summary['rows']}",
-             f"{'':18s} {'people':>7s} {'detector %':>11s} {'pipeline %':>11s}"]
+             f"{'':18s} {'people':>7s} {'detector %':>11s} {'alone %':>8s} {'repeat %':>9s} {'pipeline %':>11s}"]
 
     def row(label, r):
-        lines.append(f"{label:18s} {r['people']:7d} {pct(r['detector']):>11s} {pct(r['pipeline']):>11s}")
+        lines.append(f"{label:18s} {r['people']:7d} {pct(r['detector']):>11s} {pct(r['alone']):>8s} {pct(r['repeat']):>9s} "
+                     f"{pct(r['pipeline']):>11s}")
 
     row("overall", summary["overall"])
-    for key, title in (("facing", "facing"), ("height_bin", "height"), ("clip", "clip")):
+    for key, title in (("facing", "facing"), ("height_bin", "height"), ("in_view", "people in view"),
+                       ("clip", "clip")):
         lines.append(f"by {title}:")
         for label, r in summary[key].items():
             row(f"  {label}", r)

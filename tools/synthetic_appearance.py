@@ -21,8 +21,12 @@ import torch
 from engines.render import Camera, Mesh, render
 
 TEXTURE_SIZE = 1024
+# The shell over hair and clothes: how far it stands off the skin (metres, random per person).
 HAIR_THICKNESS_M = (0.012, 0.03)  # the hair's volume on top of the head
-HAIR_TAPER_M = 0.03  # from the hairline inwards, the hair thickens over this distance
+SHIRT_THICKNESS_M = (0.008, 0.02)
+TROUSER_THICKNESS_M = (0.006, 0.015)
+SHOE_THICKNESS_M = (0.01, 0.015)
+SHELL_TAPER_M = 0.03  # from the rim (where skin shows) inwards, the shell thickens over this distance
 CAVITY_DARKENING = 0.45  # albedo factor lost in the deepest hollows
 
 # Realistic skin albedos (sRGB, 0..1), light to dark.
@@ -65,14 +69,14 @@ class BodyTemplate:
 class Look:
     """One person's appearance.
 
-    texture (S, S, 3) uint8 RGB on Anny's UV layout; hair_faces (Fh,) int64, the body's triangles
-    under the hair; hair_lift (V,) float32 metres, how far each vertex of the hair shell stands
-    off the scalp along its normal (0 at the shell's rim, so the hair meets the skin there).
+    texture (S, S, 3) uint8 RGB on Anny's UV layout; shell_faces (Fs,) int64, the body's triangles
+    under hair or clothes; shell_lift (V,) float32 metres, how far each vertex of that shell
+    stands off the skin along its normal (0 at the shell's rim, so it meets the skin there).
     """
 
     texture: np.ndarray
-    hair_faces: np.ndarray
-    hair_lift: np.ndarray
+    shell_faces: np.ndarray
+    shell_lift: np.ndarray
 
 
 def load_template() -> BodyTemplate:
@@ -170,9 +174,10 @@ class TextureFactory:
         albedo = _mix(albedo, np.array([0.10, 0.08, 0.07]), 0.9 * self.eyes)
         hair_color = HAIR_COLORS[rng.integers(len(HAIR_COLORS))]
         front = p[..., 1] < eye[1] + 0.03
-        brow = (head > 0.5) & front & (np.abs(p[..., 2] - (eye[2] + 0.024)) < 0.005) \
+        brow = (head > 0.5) & front & (np.abs(p[..., 2] - (eye[2] + 0.024)) < 0.006) \
             & (np.abs(np.abs(p[..., 0]) - 0.034) < 0.02)
-        albedo = _mix(albedo, hair_color, 0.85 * _soft(brow))
+        brow_color = hair_color * 0.45  # brows read darker than the hair, even when fair
+        albedo = _mix(albedo, brow_color, 0.9 * _soft(brow))
         # 3. Hair: top of the head above the hairline, and the back of the head above the nape.
         hairline = eye[2] + rng.uniform(0.055, 0.075)
         long_hair = rng.random() < 0.35
@@ -189,9 +194,11 @@ class TextureFactory:
         shorts = rng.random() < 0.2
         legs = waist + thigh + (0.0 if shorts else shin)
         trouser_tex = trouser_color[None, None, :] * (1.0 + 0.05 * _noise(rng, 128, 2.0)[..., None])
-        albedo = _mix(albedo, trouser_tex, np.clip(1.6 * legs - 0.3, 0, 1))
+        trouser_cover = np.clip(1.6 * legs - 0.3, 0, 1)
+        albedo = _mix(albedo, trouser_tex, trouser_cover)
         shoe_color = np.array([0.08, 0.08, 0.09]) if rng.random() < 0.5 else rng.uniform(0.2, 0.9, 3)
-        albedo = _mix(albedo, shoe_color, np.clip(1.6 * foot - 0.3, 0, 1))
+        shoe_cover = np.clip(1.6 * foot - 0.3, 0, 1)
+        albedo = _mix(albedo, shoe_color, shoe_cover)
         # 5. Shirt: solid, striped or checked, with short or long sleeves.
         hue = rng.random()
         shirt_color = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.1, 0.8), rng.uniform(0.25, 0.95)))
@@ -210,40 +217,53 @@ class TextureFactory:
         long_sleeves = rng.random() < 0.4
         top = torso + upperarm + (lowerarm if long_sleeves else 0.0)
         top = top - 0.6 * head  # keep the neck and face bare
-        albedo = _mix(albedo, shirt_tex, np.clip(1.6 * top - 0.3, 0, 1))
+        shirt_cover = np.clip(1.6 * top - 0.3, 0, 1)
+        albedo = _mix(albedo, shirt_tex, shirt_cover)
         # 6. Low-frequency shading variation (dirt, wrinkles), clip to [0, 1].
         albedo = albedo * (1.0 + 0.06 * _noise(rng, 64, 8.0)[..., None])
         # 7. Creases and hollows darker (a baked ambient occlusion).
         albedo = albedo * (1.0 - CAVITY_DARKENING * self.cavity[..., None])
         texture = (np.clip(albedo, 0, 1) * 255 + 0.5).astype(np.uint8)
-        hair_faces, hair_lift = self.hair_shell(rng, hair, eye)
-        return Look(texture, hair_faces, hair_lift)
+        head_height = np.clip((self.position[..., 2] - eye[2]) / 0.12, 0.0, 1.0)
+        layers = [(_soft(hair) > 0.5, rng.uniform(*HAIR_THICKNESS_M) * (0.6 + 0.4 * head_height)),
+                  (shirt_cover > 0.5, rng.uniform(*SHIRT_THICKNESS_M)),
+                  (trouser_cover > 0.5, rng.uniform(*TROUSER_THICKNESS_M)),
+                  (shoe_cover > 0.5, rng.uniform(*SHOE_THICKNESS_M))]
+        shell_faces, shell_lift = self.shell(layers)
+        return Look(texture, shell_faces, shell_lift)
 
-    def hair_shell(self, rng: np.random.Generator, hair: np.ndarray, eye: np.ndarray):
-        """The body's triangles under the hair (Fh,) and each vertex's lift off the scalp (V,) metres:
-        HAIR_THICKNESS_M at most, tapering to 0 over HAIR_TAPER_M from the hair's rim, fuller on
-        top of the head than at the temples."""
+    def shell(self, layers: list) -> tuple[np.ndarray, np.ndarray]:
+        """The shell over hair and clothes: the body's triangles under any layer (Fs,) and each
+        vertex's lift off the skin (V,) metres.
+
+        layers: (texel mask (S, S) bool, thickness in metres: a number or an (S, S) map), later
+        layers over earlier ones. 1. Each triangle takes the last layer covering the texel at its
+        UV centre. 2. A vertex's thickness is the largest of its triangles'. 3. It tapers to 0
+        over SHELL_TAPER_M from the rim (vertices that also belong to bare-skin triangles).
+        """
         from scipy.spatial import cKDTree
 
-        template = self.template
-        faces = template.faces
-        lift = np.zeros(len(template.vertices), np.float32)
-        under = hair[self.face_texel[:, 0], self.face_texel[:, 1]]
-        hair_faces = np.nonzero(under)[0]
-        if len(hair_faces) == 0:
-            return hair_faces.astype(np.int64), lift
-        in_hair = np.zeros(len(lift), bool)
-        in_hair[faces[hair_faces].reshape(-1)] = True
-        in_skin = np.zeros(len(lift), bool)
-        in_skin[faces[~under].reshape(-1)] = True
-        rim = in_hair & in_skin
-        inner = np.nonzero(in_hair)[0]
-        rest = template.vertices
-        distance = cKDTree(rest[rim]).query(rest[inner])[0] if rim.any() else np.full(len(inner), HAIR_TAPER_M)
-        taper = np.clip(distance / HAIR_TAPER_M, 0.0, 1.0) ** 0.7
-        crown = 0.6 + 0.4 * np.clip((rest[inner, 2] - eye[2]) / 0.12, 0.0, 1.0)
-        lift[inner] = rng.uniform(*HAIR_THICKNESS_M) * taper * crown
-        return hair_faces.astype(np.int64), lift
+        faces = self.template.faces
+        rows, cols = self.face_texel[:, 0], self.face_texel[:, 1]
+        thickness = np.zeros(len(faces), np.float32)
+        for mask, amount in layers:
+            amount = np.broadcast_to(np.asarray(amount, np.float32), mask.shape)
+            under = mask[rows, cols]
+            thickness[under] = amount[rows, cols][under]
+        covered = thickness > 0
+        lift = np.zeros(len(self.template.vertices), np.float32)
+        if not covered.any():
+            return np.zeros(0, np.int64), lift
+        np.maximum.at(lift, faces[covered].reshape(-1), np.repeat(thickness[covered], 3))
+        skin = np.zeros(len(lift), bool)
+        skin[faces[~covered].reshape(-1)] = True
+        inner = np.nonzero(lift > 0)[0]
+        rim = skin & (lift > 0)
+        rest = self.template.vertices
+        if rim.any():
+            distance = cKDTree(rest[rim]).query(rest[inner])[0]
+            lift[inner] *= np.clip(distance / SHELL_TAPER_M, 0.0, 1.0) ** 0.7
+        return np.nonzero(covered)[0].astype(np.int64), lift
 
 
 def cavity(vertices: np.ndarray, faces: np.ndarray, iterations: int = 12, depth_m: float = 0.006) -> np.ndarray:
@@ -270,16 +290,16 @@ def cavity(vertices: np.ndarray, faces: np.ndarray, iterations: int = 12, depth_
     return np.clip(depth / depth_m, 0.0, 1.0).astype(np.float32)
 
 
-def hair_shell_mesh(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, uv: np.ndarray, look: Look):
-    """The hair shell of a posed body: its vertices (Vh, 3), faces (Fh, 3) and per-corner uv (Fh, 3, 2).
+def shell_mesh(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, uv: np.ndarray, look: Look):
+    """The hair and clothes shell of a posed body: vertices (Vs, 3), faces (Fs, 3), per-corner uv (Fs, 3, 2).
 
     vertices, normals (V, 3) of the posed body (camera frame); faces (F, 3) and uv (F, 3, 2) the
-    body's. The shell reuses the body's texture (the hair is painted there too).
+    body's. The shell reuses the body's texture (hair and clothes are painted there too).
     """
-    shell_faces = faces[look.hair_faces]
+    shell_faces = faces[look.shell_faces]
     used, local = np.unique(shell_faces, return_inverse=True)
-    shell = vertices[used] + normals[used] * look.hair_lift[used, None]
-    return shell.astype(np.float32), local.reshape(-1, 3), uv[look.hair_faces]
+    shell = vertices[used] + normals[used] * look.shell_lift[used, None]
+    return shell.astype(np.float32), local.reshape(-1, 3), uv[look.shell_faces]
 
 
 def _muted_color(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
