@@ -4,9 +4,11 @@
                                    [--motions tools/synthetic_motions.txt] [--contact-sheet]
 
 For each clip: one to three people of the open body model (random shapes, skin, hair and
-clothes on Anny's UV layout), posed by motion-capture clips retargeted onto the body's own
-skeleton, placed on a textured floor before a wall, seen by a static camera of random height,
-distance and focal length, lit by a random directional light; rendered with engines.render
+clothes on Anny's UV layout, hair and clothes with volume), posed by motion-capture clips
+retargeted onto the body's own skeleton and turned to face the camera roughly, placed on a
+textured floor before a wall, seen by a static camera of random height and focal length at a
+distance that makes people 50-80 % of the frame tall, lit by a random directional light;
+rendered with engines.render
 (supersampled, then area-downsampled), with a soft contact shadow, slight sensor noise, and
 written as DIR/<clip>.mp4 (H.264 via PyAV) and DIR/<clip>.npz, the ground truth, one row per
 (frame, person), in the results format of `meshstream process`:

