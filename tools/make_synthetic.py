@@ -8,8 +8,8 @@ clothes on Anny's UV layout, hair and clothes with volume), posed by motion-capt
 retargeted onto the body's own skeleton and turned to face the camera roughly, placed on a
 textured floor before a wall, seen by a static camera of random height and focal length at a
 distance that makes people 50-80 % of the frame tall, lit by a random directional light;
-rendered with engines.render
-(supersampled, then area-downsampled), with a soft contact shadow, slight sensor noise, and
+rendered with engines.render (supersampled, then area-downsampled), with a soft contact
+shadow, slight sensor noise, and
 written as DIR/<clip>.mp4 (H.264 via PyAV) and DIR/<clip>.npz, the ground truth, one row per
 (frame, person), in the results format of `meshstream process`:
 
@@ -313,11 +313,13 @@ class SyntheticRenderer:
         W, H = self.width, self.height
         for f in range(self.args.frames):
             backdrop = self.shadows(background, big, [v[f] for v in vertices], R, c)
-            meshes = [Mesh(v[f], self.faces, uv=self.template.uv, texture=p.look.texture) for v, p in zip(vertices, people)]
+            meshes = [Mesh(v[f], self.faces, uv=self.template.uv, texture=p.look.texture)
+                      for v, p in zip(vertices, people)]
             meshes += self.shell_meshes([v[f] for v in vertices], people)
             result = render(big, meshes, background=backdrop, light_dir=light, ambient=ambient, cull_backfaces=True)
-            person_of_mesh = np.array([k for k in range(len(people))] + [k for k, p in enumerate(people)
-                                                                          if len(p.look.shell_faces)], np.int16)
+            # Instance k < P is person k's body; the shells follow, one per person that has one.
+            person_of_mesh = np.array(list(range(len(people))) + [k for k, p in enumerate(people)
+                                                                  if len(p.look.shell_faces)], np.int16)
             image = result.image.astype(np.float32)
             if ss > 1:
                 import cv2

@@ -302,8 +302,8 @@ def format_summary(summary: dict) -> str:
              f"{'':18s} {'people':>7s} {'detector %':>11s} {'alone %':>8s} {'repeat %':>9s} {'pipeline %':>11s}"]
 
     def row(label, r):
-        lines.append(f"{label:18s} {r['people']:7d} {pct(r['detector']):>11s} {pct(r['alone']):>8s} {pct(r['repeat']):>9s} "
-                     f"{pct(r['pipeline']):>11s}")
+        lines.append(f"{label:18s} {r['people']:7d} {pct(r['detector']):>11s} {pct(r['alone']):>8s} "
+                     f"{pct(r['repeat']):>9s} {pct(r['pipeline']):>11s}")
 
     row("overall", summary["overall"])
     for key, title in (("facing", "facing"), ("height_bin", "height"), ("in_view", "people in view"),
@@ -331,7 +331,8 @@ def main(argv=None) -> int:
     folder = Path(args.folder)
     clips = sorted(p for p in folder.glob("clip_*.npz") if p.with_suffix(".mp4").is_file())
     if not clips:
-        raise SystemExit(f"no clip_*.npz with its .mp4 in {folder}; make one with tools/make_synthetic.py --out {folder}")
+        raise SystemExit(f"no clip_*.npz with its .mp4 in {folder}; "
+                         f"make one with tools/make_synthetic.py --out {folder}")
     started = time.perf_counter()
     estimator = PoseEstimator(backend=args.backend, max_people=args.max_people, with_mask=False)
     results = [measure_clip(path, estimator) for path in clips]

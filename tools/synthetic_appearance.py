@@ -395,7 +395,6 @@ def environment_meshes(rng: np.random.Generator, world_to_camera, wall_distance:
     half, depth = 30.0, wall_distance
     floor = np.array([[-half, 0, 2.0], [half, 0, 2.0], [half, 0, -depth], [-half, 0, -depth]], np.float32)
     wall = np.array([[-half, 0, -depth], [half, 0, -depth], [half, 12, -depth], [-half, 12, -depth]], np.float32)
-    faces = np.array([[0, 1, 2], [0, 2, 3]])
     tiles_x = half * 2 / rng.uniform(1.5, 4.0)
     tiles_z = (depth + 2.0) / rng.uniform(1.5, 4.0)
     floor_uv = np.array([[0, 0], [tiles_x, 0], [tiles_x, tiles_z], [0, tiles_z]], np.float32)
