@@ -348,7 +348,7 @@ def floor_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     if kind == "grass":
         base = np.array([0.25, 0.42, 0.18]) * rng.uniform(0.7, 1.2)
     noise = _noise(rng, 128, 1.0, size)[..., None]
-    image = base * (1.0 + 0.15 * noise)
+    image = base * (1.0 + 0.08 * noise)
     y, x = np.mgrid[0:size, 0:size] / size
     if kind == "tiles":
         n = int(rng.integers(2, 6))
@@ -381,7 +381,7 @@ def wall_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     for _ in range(int(rng.integers(0, 5))):
         x0, y0 = rng.uniform(0, 0.85, 2)
         w, h = rng.uniform(0.05, 0.3, 2)
-        color = rng.uniform(0, 1, 3)
+        color = _muted_color(rng, 0.15, 0.9)  # pictures, windows, doors: rarely neon
         r0, r1, c0, c1 = int(y0 * size), int(min(y0 + h, 1) * size), int(x0 * size), int(min(x0 + w, 1) * size)
         image[r0:r1, c0:c1] = color * (1.0 + 0.2 * _noise(rng, 8, 4.0, size)[r0:r1, c0:c1, None])
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
