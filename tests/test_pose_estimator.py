@@ -167,3 +167,27 @@ def test_a_lost_person_is_detected_again(estimator, photo):
     again = estimator(photo)
     assert len(again) == 1 and again[0].from_detection
     np.testing.assert_allclose(again[0].keypoints[:, :2], first[0].keypoints[:, :2], atol=1e-3)
+
+
+def test_repeated_detection_finds_each_person_once_and_no_ghosts(estimator, photo):
+    """Detection passes repeat with the people already found hidden: each of two people is found
+    exactly once; a lone person stays one detection (hiding her leaves no ghost)."""
+    pair = np.ascontiguousarray(np.concatenate([photo, photo[:, ::-1]], axis=1))
+    found = estimator.detect(pair)
+    assert len(found) >= len(estimator.detect_once(pair))
+    slots = sorted(int(d.keypoints[0][0] // photo.shape[1]) for d in found)
+    assert slots == [0, 1]
+    assert len(estimator.detect(photo)) == 1
+
+
+def test_hiding_a_found_person_leaves_her_neighbour_detectable(estimator, photo):
+    from engines.pose.estimator import _hide_person
+
+    pair = np.ascontiguousarray(np.concatenate([photo, photo[:, ::-1]], axis=1))
+    first = estimator.detect_once(pair)
+    left = min(first, key=lambda d: d.keypoints[0][0])
+    hidden = pair.copy()
+    _hide_person(hidden, left, pair.reshape(-1, 3).mean(axis=0).astype(np.uint8))
+    assert not np.array_equal(hidden, pair)
+    again = estimator.detect_once(hidden)
+    assert len(again) == 1 and again[0].keypoints[0][0] > photo.shape[1]

@@ -5,13 +5,14 @@
 For every ground-truth person that is *fully visible* in a frame (definition below), two
 questions, each answered per frame:
 
-(a) detector: does BlazePose's person detector (engines.pose, run alone on the frame) return a
-    detection for this person? Detections are assigned to the true people (all people in the
+(a) detector: does BlazePose's person detector as the pose engine runs it
+    (engines.pose.PoseEstimator.detect on the frame: passes repeated with the people already found
+    hidden, until nobody new is found) return a detection for this person? Detections are assigned to the true people (all people in the
     frame, fully visible or not) by the Hungarian algorithm on the image distance between the
     detection's hip-centre keypoint and the true hip centre (mean of landmarks 23 and 24); a
     pair farther apart than HIP_GATE times the person's height in pixels is no match.
 (b) pipeline: does the pose stage as `meshstream process` runs it (engines.pose.PoseEstimator
-    with the pipeline's settings: the detector when nobody is tracked, every 30 frames or when
+    with the pipeline's settings: the detector when nobody is tracked, every 10 frames or when
     someone is lost, otherwise the landmark network's region tracked from the previous frame)
     return landmarks for this person? Observations are assigned by the mean image distance of
     their 33 keypoints to the true ones (over the true keypoints inside the frame; the smaller of
@@ -22,10 +23,8 @@ questions, each answered per frame:
     height on each side; the rest filled with the frame's mean colour). BlazePose's detector is
     made for one person: with several people in view it gives lower scores to all of them, so
     this column separates how recognisable a rendered person is from how many share the frame.
-(a repeat) an experiment, not what the pipeline does: the detector run again after blanking
-    the people it found (a box around each detection's hip centre, BLANK_HALF_WIDTH by 1 times
-    its body radius |kp1 - kp0|, filled with the frame's mean colour), up to max-people rounds;
-    all detections of all rounds are matched as in (a).
+(a one pass) the detector's first pass alone (PoseEstimator.detect_once), without the repeated
+    passes: what BlazePose's detector finds on the frame as it is.
 
 Definitions (also in docs/accuracy.md, "Detection on the renders"):
 
@@ -60,7 +59,6 @@ HIP_GATE = 0.25
 POSE_GATE = 0.2
 FRONT_MAX_DEG = 45.0
 BACK_MIN_DEG = 135.0
-BLANK_HALF_WIDTH = 0.35
 HEIGHT_BINS = (0, 160, 240, 320, 10_000)  # px; 160 px is a third of a 480-px frame
 LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_HIP, RIGHT_HIP = 11, 12, 23, 24
 
@@ -197,7 +195,7 @@ def measure_clip(npz_path: Path, estimator) -> dict:
     in_view = np.array([int(gt["masks"][frame_index == f].any(axis=(1, 2)).sum()) for f in frame_index])
     detector_found = np.zeros(len(frame_index), bool)
     alone_found = np.zeros(len(frame_index), bool)
-    repeat_found = np.zeros(len(frame_index), bool)
+    one_pass_found = np.zeros(len(frame_index), bool)
     pipeline_found = np.zeros(len(frame_index), bool)
     estimator.reset()
     fps = float(meta.get("fps", 30.0))
@@ -206,11 +204,11 @@ def measure_clip(npz_path: Path, estimator) -> dict:
         detections = estimator.detect(image)
         detected_hips = np.array([d.keypoints[0] for d in detections], np.float64).reshape(-1, 2)
         detector_found[rows] = match_detections(hips[rows], heights[rows], detected_hips)
-        repeated = detect_repeatedly(estimator, image, detections)
-        repeat_found[rows] = match_detections(hips[rows], heights[rows], repeated)
+        first = np.array([d.keypoints[0] for d in estimator.detect_once(image)], np.float64).reshape(-1, 2)
+        one_pass_found[rows] = match_detections(hips[rows], heights[rows], first)
         for row in rows[visible_rows[rows]]:
             alone = person_alone(image, keypoints[row], heights[row])
-            found = np.array([d.keypoints[0] for d in estimator.detect(alone)], np.float64).reshape(-1, 2)
+            found = np.array([d.keypoints[0] for d in estimator.detect_once(alone)], np.float64).reshape(-1, 2)
             alone_found[row] = match_detections(hips[[row]], heights[[row]], found)[0]
         people = estimator(image, timestamp_s=f / fps)
         predicted = np.array([p.keypoints for p in people], np.float64).reshape(-1, 33, 3)
@@ -223,30 +221,9 @@ def measure_clip(npz_path: Path, estimator) -> dict:
         "height": heights,
         "detector": detector_found,
         "alone": alone_found,
-        "repeat": repeat_found,
+        "one_pass": one_pass_found,
         "pipeline": pipeline_found,
     }
-
-
-def detect_repeatedly(estimator, image: np.ndarray, first: list) -> np.ndarray:
-    """Hip centres (D, 2) px of the detections of repeated rounds (see "a repeat" above), starting
-    from the first round's detections ``first`` (engines.pose Detection list)."""
-    fill = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
-    blanked = image.copy()
-    found = list(first)
-    new = list(first)
-    for _ in range(estimator.max_people - 1):
-        if not new or len(found) >= estimator.max_people:
-            break
-        for detection in new:
-            hip = detection.keypoints[0]
-            radius = float(np.linalg.norm(detection.keypoints[1] - hip))
-            x0, x1 = int(max(0, hip[0] - BLANK_HALF_WIDTH * radius)), int(max(0, hip[0] + BLANK_HALF_WIDTH * radius))
-            y0, y1 = int(max(0, hip[1] - radius)), int(max(0, hip[1] + radius))
-            blanked[y0:y1, x0:x1] = fill
-        new = estimator.detect(blanked)
-        found += new
-    return np.array([d.keypoints[0] for d in found], np.float64).reshape(-1, 2)
 
 
 def person_alone(image: np.ndarray, keypoints: np.ndarray, height: float) -> np.ndarray:
@@ -265,7 +242,7 @@ def summarize(clips: list[dict]) -> dict:
     """Detection rates over the fully visible people: overall, by facing, by height, per clip."""
     keep = np.concatenate([c["fully_visible"] for c in clips])
     columns = {key: np.concatenate([c[key] for c in clips])[keep]
-               for key in ("facing", "detector", "alone", "repeat", "pipeline", "in_view")}
+               for key in ("facing", "detector", "one_pass", "alone", "pipeline", "in_view")}
     columns["height_bin"] = height_bin(np.concatenate([c["height"] for c in clips])[keep])
     columns["clip"] = np.concatenate([np.full(len(c["height"]), c["clip"]) for c in clips])[keep]
 
@@ -273,8 +250,8 @@ def summarize(clips: list[dict]) -> dict:
         n = int(selected.sum())
         return {"people": n,
                 "detector": float(columns["detector"][selected].mean()) if n else None,
+                "one_pass": float(columns["one_pass"][selected].mean()) if n else None,
                 "alone": float(columns["alone"][selected].mean()) if n else None,
-                "repeat": float(columns["repeat"][selected].mean()) if n else None,
                 "pipeline": float(columns["pipeline"][selected].mean()) if n else None}
 
     total_rows = int(sum(len(c["height"]) for c in clips))
@@ -299,11 +276,11 @@ def format_summary(summary: dict) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
     lines = [f"{summary['fully_visible']} fully visible person-frames of {summary['rows']}",
-             f"{'':18s} {'people':>7s} {'detector %':>11s} {'alone %':>8s} {'repeat %':>9s} {'pipeline %':>11s}"]
+             f"{'':18s} {'people':>7s} {'detector %':>11s} {'one pass %':>11s} {'alone %':>8s} {'pipeline %':>11s}"]
 
     def row(label, r):
-        lines.append(f"{label:18s} {r['people']:7d} {pct(r['detector']):>11s} {pct(r['alone']):>8s} "
-                     f"{pct(r['repeat']):>9s} {pct(r['pipeline']):>11s}")
+        lines.append(f"{label:18s} {r['people']:7d} {pct(r['detector']):>11s} {pct(r['one_pass']):>11s} "
+                     f"{pct(r['alone']):>8s} {pct(r['pipeline']):>11s}")
 
     row("overall", summary["overall"])
     for key, title in (("facing", "facing"), ("height_bin", "height"), ("in_view", "people in view"),

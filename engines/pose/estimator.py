@@ -89,15 +89,19 @@ class PoseEstimator:
     ``smooth_landmarks``: MediaPipe's One Euro smoothing of the outputs (keypoints, visibility,
     world landmarks); ``smooth_roi``: MediaPipe's smoothing of the auxiliary landmarks that
     place the next frame's region (steadier crops); both per tracked person (engines.pose.filtering).
+    ``repeat_detection``: after the detector's first pass, hide the people it found and run it
+    again, until nobody new is found or ``max_people`` are (BlazePose's detector, made for one
+    person, scores people far lower when others stand beside them; see :meth:`detect`).
     Fetches and converts the networks on first use if they are not cached.
     """
 
     def __init__(self, backend: str = "auto", device: str = "cpu", max_people: int = 4, with_mask: bool = True,
-                 detect_every: int = 30, smooth_landmarks: bool = False, smooth_roi: bool = True,
-                 fp16: bool = False):
+                 detect_every: int = 10, smooth_landmarks: bool = False, smooth_roi: bool = True,
+                 fp16: bool = False, repeat_detection: bool = True):
         if max_people < 1:
             raise ValueError("max_people must be at least 1")
         self.max_people = max_people
+        self.repeat_detection = repeat_detection
         self.with_mask = with_mask
         self.detect_every = detect_every
         self.smooth_landmarks = smooth_landmarks
@@ -119,7 +123,34 @@ class PoseEstimator:
     # -- the two stages ------------------------------------------------------------------------
 
     def detect(self, image: np.ndarray) -> list[geo.Detection]:
-        """People found by the detector in ``image`` (H, W, 3) uint8, best first, at most max_people."""
+        """People found by the detector in ``image`` (H, W, 3) uint8, at most max_people.
+
+        Steps:
+        1. One pass of the detector (letterboxed to its input, decoded, weighted NMS), best first.
+        2. With ``repeat_detection``, while fewer than max_people are found and the last pass
+           found someone: the people found so far are hidden (a band around each one's hips and
+           torso, filled with the frame's mean colour) and the detector runs again on that copy;
+           a new detection that overlaps an earlier one is dropped.
+        """
+        image = check_image(image)
+        found = self.detect_once(image)
+        if not self.repeat_detection:
+            return found
+        hidden = None
+        new = found
+        while new and len(found) < self.max_people:
+            if hidden is None:
+                hidden = image.copy()
+                fill = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+            for detection in new:
+                _hide_person(hidden, detection, fill)
+            new = [d for d in self.detect_once(hidden)
+                   if all(_box_iou(d.box, other.box) < 0.3 for other in found)][: self.max_people - len(found)]
+            found += new
+        return found
+
+    def detect_once(self, image: np.ndarray) -> list[geo.Detection]:
+        """One pass of the detector: people in ``image`` (H, W, 3) uint8, best first, at most max_people."""
         image = check_image(image)
         height, width = image.shape[:2]
         tensor, box = geo.letterbox(image)
@@ -260,3 +291,19 @@ class _Track:
         person.keypoints_z = np.ascontiguousarray(xyz[:, 2], np.float32)
         person.world_landmarks = np.ascontiguousarray(self.smoother.world_landmarks(person.world_landmarks, time_s),
                                                       np.float32)
+
+
+# Half the width of the band that hides a found person before the detector runs again, as a
+# fraction of the detection's body radius (hip centre to the full-body circle's edge: about
+# half the person's height). Narrow enough to leave a neighbour standing close by visible.
+HIDE_HALF_WIDTH = 0.35
+
+
+def _hide_person(image: np.ndarray, detection: geo.Detection, fill: np.ndarray) -> None:
+    """Paint over a detected person in place: a band ``HIDE_HALF_WIDTH`` radii wide either side
+    of the hip centre and one radius above and below it. image (H, W, 3) uint8."""
+    hip = detection.keypoints[0]
+    radius = float(np.linalg.norm(detection.keypoints[1] - hip))
+    x0, x1 = int(max(0.0, hip[0] - HIDE_HALF_WIDTH * radius)), int(max(0.0, hip[0] + HIDE_HALF_WIDTH * radius))
+    y0, y1 = int(max(0.0, hip[1] - radius)), int(max(0.0, hip[1] + radius))
+    image[y0:y1, x0:x1] = fill
