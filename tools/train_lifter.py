@@ -84,8 +84,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="share of each batch drawn from --finetune-renders")
     parser.add_argument("--render-world-presence", type=float, default=0.7,
                         help="chance that a rendered sample keeps BlazePose's world landmarks")
+    parser.add_argument("--real-world-error-share", type=float, default=0.0,
+                        help="share of the synthetic world landmarks that carry a real BlazePose error (drawn "
+                             "from the training rows of --finetune-renders) instead of the default noise")
+    parser.add_argument("--world-presence", type=float, default=0.7,
+                        help="chance that a synthetic person has world landmarks")
     parser.add_argument("--render-validation-every", type=int, default=10,
-                        help="every n-th rendered clip is kept for validation, never trained on")
+                        help="every n-th rendered clip (clip n-1, 2n-1, ...) is kept for validation, never "
+                             "trained on (0: none)")
     return parser.parse_args(argv)
 
 
@@ -210,7 +216,7 @@ def main(argv=None) -> int:
     # 3. Training.
     generator = torch.Generator().manual_seed(args.seed)
     training_model, _ = vertex_subset_model(model, args.vertex_stride)
-    people = SyntheticPeople(training_model, train_poses, generator, train_masks)
+    people = SyntheticPeople(training_model, train_poses, generator, train_masks, world_presence=args.world_presence)
     validation_people = SyntheticPeople(model, validation_poses, torch.Generator().manual_seed(args.seed + 1),
                                         validation_masks)
     validation_batches = [validation_people.sample(min(256, args.validation_size - i), with_masks=64)
@@ -229,16 +235,26 @@ def main(argv=None) -> int:
         from engines.lift.rendered import RenderedPeople, load_samples
 
         samples = load_samples(args.finetune_renders)
-        held = samples["clip"] % args.render_validation_every == 0
+        every = args.render_validation_every
+        held = (samples["clip"] % every == every - 1) if every > 0 else np.zeros(len(samples["clip"]), bool)
         rendered = RenderedPeople(training_model, samples, torch.Generator().manual_seed(args.seed + 3),
                                   args.render_world_presence, rows=np.nonzero(~held)[0])
-        validation_rendered = RenderedPeople(model, samples, torch.Generator().manual_seed(args.seed + 4),
-                                             args.render_world_presence, rows=np.nonzero(held)[0])
-        rendered_validation = [validation_rendered.sample(0, torch.arange(i, min(i + 256, len(validation_rendered))))
-                               for i in range(0, len(validation_rendered), 256)]
+        if held.any():
+            validation_rendered = RenderedPeople(model, samples, torch.Generator().manual_seed(args.seed + 4),
+                                                 args.render_world_presence, rows=np.nonzero(held)[0])
+            rendered_validation = [validation_rendered.sample(0, torch.arange(i, min(i + 256, len(validation_rendered))))
+                                   for i in range(0, len(validation_rendered), 256)]
         render_count = int(round(args.batch * args.render_fraction))
-        print(f"rendered samples: {len(rendered)} training, {len(validation_rendered)} validation "
-              f"(every {args.render_validation_every}th clip); {render_count} of each batch", flush=True)
+        if args.real_world_error_share > 0:
+            train_rows = ~held & np.isfinite(samples["world"]).all((1, 2))
+            landmarks = samples["landmarks"][train_rows]
+            centred = landmarks - 0.5 * (landmarks[:, 23] + landmarks[:, 24])[:, None]
+            people.world_errors = torch.from_numpy(samples["world"][train_rows] - centred)
+            people.world_error_share = args.real_world_error_share
+            print(f"real world-landmark errors: {int(train_rows.sum())}, in {args.real_world_error_share:.0%} "
+                  f"of the synthetic world landmarks", flush=True)
+        print(f"rendered samples: {len(rendered)} training, {int(held.sum())} validation "
+              f"(every {every}th clip); {render_count} of each batch", flush=True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = min(100, args.steps // 10)
 
