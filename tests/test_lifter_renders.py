@@ -95,7 +95,26 @@ def test_finetune_on_rendered_samples_starts_from_the_given_weights_and_saves_a_
 
     tuned = Lifter.load(out)
     shipped = Lifter.load()
-    difference = max(float((a - b).abs().max()) for a, b in zip(tuned.network.parameters(),
-                                                                   shipped.network.parameters()))
+    difference = max(float((a - b).abs().max()) for a, b in zip(tuned.network.state_dict().values(),
+                                                                   shipped.network.state_dict().values()))
     assert 0.0 < difference < 0.01, "two small steps move the shipped weights a little"
     assert "--finetune-renders" in tuned.metadata["command"]
+
+
+def test_synthetic_world_landmarks_can_carry_real_detector_errors():
+    from engines.body import load_body_model
+    from engines.lift.synthetic import SyntheticPeople
+
+    model = load_body_model("open")
+    poses = torch.zeros(4, 24, 3)
+    errors = torch.randn(5, 33, 3, generator=torch.Generator().manual_seed(1)) * 0.1
+    people = SyntheticPeople(model, poses, torch.Generator().manual_seed(0), world_errors=errors,
+                             world_error_share=1.0, world_presence=1.0)
+    batch = people.sample(6)
+    centred = batch.landmarks - 0.5 * (batch.landmarks[:, 23:24] + batch.landmarks[:, 24:25])
+    offsets = batch.world - centred                                           # (6,33,3)
+    distances = (offsets[:, None] - errors[None]).abs().amax((-1, -2))       # (6,5)
+    assert bool((distances.amin(1) < 1e-5).all()), "each person's world landmarks carry one of the real errors"
+    assert bool((batch.world_present == 1.0).all())
+    never = SyntheticPeople(model, poses, torch.Generator().manual_seed(0), world_presence=0.0).sample(4)
+    assert bool((never.world_present == 0).all()) and float(never.world.abs().max()) == 0.0

@@ -242,8 +242,9 @@ def main(argv=None) -> int:
         if held.any():
             validation_rendered = RenderedPeople(model, samples, torch.Generator().manual_seed(args.seed + 4),
                                                  args.render_world_presence, rows=np.nonzero(held)[0])
-            rendered_validation = [validation_rendered.sample(0, torch.arange(i, min(i + 256, len(validation_rendered))))
-                                   for i in range(0, len(validation_rendered), 256)]
+            held_count = len(validation_rendered)
+            rendered_validation = [validation_rendered.sample(0, torch.arange(i, min(i + 256, held_count)))
+                                   for i in range(0, held_count, 256)]
         render_count = int(round(args.batch * args.render_fraction))
         if args.real_world_error_share > 0:
             train_rows = ~held & np.isfinite(samples["world"]).all((1, 2))

@@ -290,7 +290,8 @@ class SyntheticPeople:
             sigma = self._uniform((count, 1, 1), 0.005, 0.03) * self.noise
             world = world + self._normal((count, 33, 3)) * sigma * torch.tensor([1.0, 1.0, 2.0])
             if self.world_errors is not None:
-                real = self.world_errors[torch.randint(0, self.world_errors.shape[0], (count,), generator=self.generator)]
+                pick = torch.randint(0, self.world_errors.shape[0], (count,), generator=self.generator)
+                real = self.world_errors[pick]
                 use_real = self._chance(count, self.world_error_share)[:, None, None]
                 world = torch.where(use_real, landmarks - mid_hip[:, None] + real * self.noise, world)
         present = self._chance(count, self.world_presence).float()
