@@ -44,6 +44,7 @@ from engines.cache import cache_dir  # noqa: E402
 from engines.lift.camera import pixels_to_box, project_points  # noqa: E402
 from engines.lift.metrics import mpjpe, pa_mpjpe, pve  # noqa: E402
 from engines.lift.network import LiftNetwork  # noqa: E402
+from engines.lift.rendered import concatenate  # noqa: E402
 from engines.lift.synthetic import HOLDOUT_FILE, SyntheticPeople, render_mask_bank, vertex_subset_model  # noqa: E402
 
 LOSS_WEIGHTS = {"vertices": 1.0, "joints": 1.0, "landmarks": 0.5, "reprojection": 0.5,
@@ -73,6 +74,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--validation-size", type=int, default=512)
     parser.add_argument("--vertex-stride", type=int, default=16,
                         help="training poses every n-th vertex (and the landmarks' vertices) only")
+    parser.add_argument("--init", default=None, help="start from these weights (a lifter.pt) instead of random "
+                        "ones; the architecture is theirs (--width, --blocks are ignored)")
+    parser.add_argument("--finetune-renders", default=None, metavar="SAMPLES",
+                        help="also train on real BlazePose outputs of rendered people (a samples.npz or its "
+                             "folder, from tools/make_lifter_renders.py); implies --init of the shipped "
+                             "weights unless --init is given")
+    parser.add_argument("--render-fraction", type=float, default=0.5,
+                        help="share of each batch drawn from --finetune-renders")
+    parser.add_argument("--render-world-presence", type=float, default=0.7,
+                        help="chance that a rendered sample keeps BlazePose's world landmarks")
+    parser.add_argument("--real-world-error-share", type=float, default=0.0,
+                        help="share of the synthetic world landmarks that carry a real BlazePose error (drawn "
+                             "from the training rows of --finetune-renders) instead of the default noise")
+    parser.add_argument("--world-presence", type=float, default=0.7,
+                        help="chance that a synthetic person has world landmarks")
+    parser.add_argument("--render-validation-every", type=int, default=10,
+                        help="every n-th rendered clip (clip n-1, 2n-1, ...) is kept for validation, never "
+                             "trained on (0: none)")
     return parser.parse_args(argv)
 
 
@@ -197,12 +216,46 @@ def main(argv=None) -> int:
     # 3. Training.
     generator = torch.Generator().manual_seed(args.seed)
     training_model, _ = vertex_subset_model(model, args.vertex_stride)
-    people = SyntheticPeople(training_model, train_poses, generator, train_masks)
+    people = SyntheticPeople(training_model, train_poses, generator, train_masks, world_presence=args.world_presence)
     validation_people = SyntheticPeople(model, validation_poses, torch.Generator().manual_seed(args.seed + 1),
                                         validation_masks)
     validation_batches = [validation_people.sample(min(256, args.validation_size - i), with_masks=64)
                           for i in range(0, args.validation_size, 256)]
-    network = LiftNetwork(width=args.width, blocks=args.blocks)
+    if args.finetune_renders and args.init is None:
+        args.init = str(ROOT / "engines" / "lift" / "assets" / "lifter.pt")
+    if args.init:
+        checkpoint = torch.load(args.init, map_location="cpu", weights_only=True)
+        network = LiftNetwork(**checkpoint["config"])
+        network.load_state_dict({name: value.float() for name, value in checkpoint["state_dict"].items()})
+        print(f"starting from {args.init}", flush=True)
+    else:
+        network = LiftNetwork(width=args.width, blocks=args.blocks)
+    rendered, rendered_validation, render_count = None, [], 0
+    if args.finetune_renders:
+        from engines.lift.rendered import RenderedPeople, load_samples
+
+        samples = load_samples(args.finetune_renders)
+        every = args.render_validation_every
+        held = (samples["clip"] % every == every - 1) if every > 0 else np.zeros(len(samples["clip"]), bool)
+        rendered = RenderedPeople(training_model, samples, torch.Generator().manual_seed(args.seed + 3),
+                                  args.render_world_presence, rows=np.nonzero(~held)[0])
+        if held.any():
+            validation_rendered = RenderedPeople(model, samples, torch.Generator().manual_seed(args.seed + 4),
+                                                 args.render_world_presence, rows=np.nonzero(held)[0])
+            held_count = len(validation_rendered)
+            rendered_validation = [validation_rendered.sample(0, torch.arange(i, min(i + 256, held_count)))
+                                   for i in range(0, held_count, 256)]
+        render_count = int(round(args.batch * args.render_fraction))
+        if args.real_world_error_share > 0:
+            train_rows = ~held & np.isfinite(samples["world"]).all((1, 2))
+            landmarks = samples["landmarks"][train_rows]
+            centred = landmarks - 0.5 * (landmarks[:, 23] + landmarks[:, 24])[:, None]
+            people.world_errors = torch.from_numpy(samples["world"][train_rows] - centred)
+            people.world_error_share = args.real_world_error_share
+            print(f"real world-landmark errors: {int(train_rows.sum())}, in {args.real_world_error_share:.0%} "
+                  f"of the synthetic world landmarks", flush=True)
+        print(f"rendered samples: {len(rendered)} training, {int(held.sum())} validation "
+              f"(every {every}th clip); {render_count} of each batch", flush=True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = min(100, args.steps // 10)
 
@@ -231,7 +284,9 @@ def main(argv=None) -> int:
             break
         for group in optimiser.param_groups:
             group["lr"] = args.lr * learning_rate(step)
-        batch = people.sample(args.batch, with_masks=with_masks)
+        batch = people.sample(args.batch - render_count, with_masks=with_masks)
+        if render_count:
+            batch = concatenate(batch, rendered.sample(render_count))
         outputs = run_network(network, batch)
         terms = losses(training_model, batch, outputs)
         total = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
@@ -249,10 +304,14 @@ def main(argv=None) -> int:
                   " ".join(f"{k} {v:.4f}" for k, v in running.items()), flush=True)
         if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             scores = validate(network, model, validation_batches)
+            if rendered_validation:
+                scores["rendered"] = validate(network, model, rendered_validation)
             history.append({"step": step + 1, **scores})
             print(f"validation at step {step + 1}: {scores}", flush=True)
     train_seconds = time.time() - train_start
     scores = validate(network, model, validation_batches)
+    if rendered_validation:
+        scores["rendered"] = validate(network, model, rendered_validation)
     history.append({"step": steps_done, **scores})
     print(f"held-out clips, detector-like noise: {scores}", flush=True)
     print(f"training time {train_seconds / 60:.1f} min on {args.threads} threads, {steps_done} steps of "

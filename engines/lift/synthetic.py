@@ -118,15 +118,24 @@ class SyntheticPeople:
         generator: the torch.Generator that drives every random choice.
         mask_bank: a dict from :func:`render_mask_bank` or None (then no silhouettes).
         noise: scale of the keypoint noise (1.0 = detector-like; 0.0 = exact keypoints, all visible).
+        world_errors: (M,33,3) metres, real world-landmark errors (BlazePose's world landmarks minus
+            the true hip-centred landmarks, e.g. from tools/make_lifter_renders.py samples) or None;
+            when given, a share ``world_error_share`` of the world landmarks carry one of them
+            (drawn at random) instead of the default noise.
+        world_presence: chance that a person has world landmarks at all.
     """
 
     def __init__(self, model, poses: Tensor, generator: torch.Generator, mask_bank: dict | None = None,
-                 noise: float = 1.0) -> None:
+                 noise: float = 1.0, world_errors: Tensor | None = None, world_error_share: float = 0.5,
+                 world_presence: float = 0.7) -> None:
         self.model = model
         self.poses = poses.float()
         self.generator = generator
         self.mask_bank = mask_bank
         self.noise = noise
+        self.world_errors = None if world_errors is None else torch.as_tensor(world_errors, dtype=torch.float32)
+        self.world_error_share = world_error_share
+        self.world_presence = world_presence
 
     # -- random helpers ------------------------------------------------------------------------
     def _uniform(self, shape, low, high) -> Tensor:
@@ -280,7 +289,12 @@ class SyntheticPeople:
             world = world * self._uniform((count, 1, 1), 1.0 - 0.1 * self.noise, 1.0 + 0.1 * self.noise)
             sigma = self._uniform((count, 1, 1), 0.005, 0.03) * self.noise
             world = world + self._normal((count, 33, 3)) * sigma * torch.tensor([1.0, 1.0, 2.0])
-        present = self._chance(count, 0.7).float()
+            if self.world_errors is not None:
+                pick = torch.randint(0, self.world_errors.shape[0], (count,), generator=self.generator)
+                real = self.world_errors[pick]
+                use_real = self._chance(count, self.world_error_share)[:, None, None]
+                world = torch.where(use_real, landmarks - mid_hip[:, None] + real * self.noise, world)
+        present = self._chance(count, self.world_presence).float()
         return world * present[:, None, None], present
 
     # -- the batch ------------------------------------------------------------------------------

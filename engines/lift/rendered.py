@@ -1,0 +1,95 @@
+"""Training batches from real BlazePose outputs on rendered people (tools/make_lifter_renders.py).
+
+The synthetic batches of :mod:`engines.lift.synthetic` imitate the detector; these carry the
+detector's real keypoints, boxes and world landmarks, with the true bodies they were rendered
+from, so a fine-tune can close the gap between the two. ``RenderedPeople(model, path).sample(n)``
+returns a :class:`engines.lift.synthetic.SyntheticBatch` like ``SyntheticPeople.sample``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engines.lift.network import MASK_SIZE
+from engines.lift.synthetic import SyntheticBatch
+from engines.rotations import axis_angle_to_matrix
+
+REQUIRED_KEYS = ("keypoints", "world", "boxes", "intrinsics", "image_size", "global_orient", "body_pose",
+                 "betas", "transl")
+
+
+def load_samples(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a samples.npz (or of the samples.npz inside a folder); ValueError if incomplete."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "samples.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no rendered samples at {path}; make them with `python tools/make_lifter_renders.py`")
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files if key != "meta"}
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; remake it with tools/make_lifter_renders.py")
+    return arrays
+
+
+class RenderedPeople:
+    """Draws batches of rendered person-frames.
+
+    Args:
+        model: the engines.body model the renders were posed with (or its vertex subset).
+        samples: a path (see :func:`load_samples`) or the loaded arrays.
+        generator: the torch.Generator of every random choice.
+        world_presence: chance that a sample keeps its world landmarks (else they are absent, as
+            when the landmark network gives none), so the lifter learns both cases.
+        rows: the sample rows to draw from (default all), e.g. to hold some clips out.
+    """
+
+    def __init__(self, model, samples, generator: torch.Generator, world_presence: float = 0.7,
+                 rows: np.ndarray | None = None) -> None:
+        arrays = load_samples(samples) if not isinstance(samples, dict) else samples
+        if rows is not None:
+            arrays = {key: value[rows] for key, value in arrays.items()}
+        if len(arrays["keypoints"]) == 0:
+            raise ValueError("no rendered samples to draw from")
+        self.model = model
+        self.data = {key: torch.from_numpy(np.ascontiguousarray(arrays[key], dtype=np.float32))
+                     for key in REQUIRED_KEYS}
+        self.generator = generator
+        self.world_presence = world_presence
+
+    def __len__(self) -> int:
+        return int(self.data["keypoints"].shape[0])
+
+    @torch.no_grad()
+    def sample(self, count: int, index: Tensor | None = None) -> SyntheticBatch:
+        """A batch of ``count`` rows drawn with replacement (or the rows ``index``), no silhouettes.
+
+        The keypoints are the detector's (non-finite values zeroed, visibility 0); the world
+        landmarks are kept with chance ``world_presence``.
+        """
+        if index is None:
+            index = torch.randint(0, len(self), (count,), generator=self.generator)
+        count = int(index.shape[0])
+        d = {key: value[index] for key, value in self.data.items()}
+        keypoints = d["keypoints"].clone()
+        bad = ~torch.isfinite(keypoints).all(-1)
+        keypoints[bad] = 0.0
+        world = torch.nan_to_num(d["world"], nan=0.0)
+        present = (torch.rand(count, generator=self.generator) < self.world_presence).float()
+        present = present * torch.isfinite(d["world"]).all(-1).all(-1).float()
+        body = self.model(d["global_orient"], d["body_pose"], d["betas"], d["transl"])
+        rotations = axis_angle_to_matrix(torch.cat([d["global_orient"][:, None], d["body_pose"]], 1))
+        return SyntheticBatch(d["global_orient"], d["body_pose"], d["betas"], d["transl"], rotations,
+                              body.vertices, body.joints, body.landmarks, d["intrinsics"], d["image_size"],
+                              d["boxes"], keypoints, world * present[:, None, None], present,
+                              torch.zeros(count, MASK_SIZE, MASK_SIZE), torch.zeros(count))
+
+
+def concatenate(first: SyntheticBatch, second: SyntheticBatch) -> SyntheticBatch:
+    """One batch of the rows of both (same fields, same body model)."""
+    return SyntheticBatch(*[torch.cat([a, b]) for a, b in zip(first.__dict__.values(), second.__dict__.values())])

@@ -1,0 +1,120 @@
+"""tools/make_lifter_renders.py and the lifter's fine-tune on its samples (engines/lift/rendered.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import make_lifter_renders  # noqa: E402
+
+pytest.importorskip("anny", reason="the renders need the anny package (pip install anny==0.6.2)")
+try:
+    from engines.mocap import mocap_root
+
+    mocap_root()
+except FileNotFoundError:
+    pytest.skip("needs the CMU motion capture (../shared/data/mocap or $MESHSTREAM_MOCAP)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    out = tmp_path_factory.mktemp("renders")
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_lifter_renders.py"), "--out", str(out),
+                           "--seed", "1", "--clips", "1", "--frames", "4"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (out / "video").exists(), "the rendered videos are deleted unless --keep-videos"
+    return out
+
+
+def test_matching_pairs_detections_with_the_nearest_true_people_and_drops_strangers():
+    rng = np.random.default_rng(0)
+    truth = np.concatenate([rng.uniform(0, 100, (3, 33, 2)) + np.array([[[0, 0]], [[300, 0]], [[600, 0]]]),
+                            np.ones((3, 33, 1))], -1)
+    found = truth[[2, 0]].copy()
+    found[..., :2] += rng.normal(0, 2.0, found[..., :2].shape)
+    stranger = truth[1].copy()
+    stranger[:, 0] += 1000.0
+    pairs = make_lifter_renders.match_people(np.concatenate([found, stranger[None]]), truth)
+    assert sorted((d, t) for d, t, _ in pairs) == [(0, 2), (1, 0)]
+    assert all(distance < 5.0 for _, _, distance in pairs)
+
+
+def test_a_motion_list_with_held_out_clips_is_refused(tmp_path):
+    from engines.mocap import HELD_OUT_CLIPS
+
+    listing = tmp_path / "motions.txt"
+    listing.write_text(f"07_01\n{HELD_OUT_CLIPS[0]}  # held out\n")
+    with pytest.raises(SystemExit, match="held-out"):
+        make_lifter_renders.check_training_motions(listing)
+    shipped = make_lifter_renders.check_training_motions(make_lifter_renders.DEFAULT_MOTIONS)
+    assert shipped and not set(shipped) & set(HELD_OUT_CLIPS)
+
+
+def test_samples_hold_detections_near_the_truth_and_bodies_that_reproduce_it(samples):
+    from engines.body import load_body_model
+    from engines.lift.rendered import RenderedPeople
+
+    data = np.load(samples / "samples.npz")
+    count = len(data["keypoints"])
+    assert count >= 3, "the one-person clip is detected in most of its 4 frames"
+    assert data["keypoints"].shape == (count, 33, 3) and data["world"].shape == (count, 33, 3)
+    assert data["body_pose"].shape == (count, 23, 3) and data["intrinsics"].shape == (count, 3, 3)
+    assert all(data[key].dtype == np.float32 for key in ("keypoints", "world", "boxes", "transl"))
+    assert float(data["keypoint_error_px"].max()) < 25.0
+    # The saved true bodies reproduce the saved true landmarks; those project near the detections.
+    model = load_body_model("open")
+    batch = RenderedPeople(model, samples, torch.Generator().manual_seed(0), world_presence=1.0).sample(
+        0, torch.arange(count))
+    assert torch.allclose(batch.landmarks, torch.from_numpy(data["landmarks"]), atol=1e-4)
+    uv = batch.landmarks[..., :2] / batch.landmarks[..., 2:] * batch.intrinsics[:, None, [0, 1], [0, 1]] \
+        + batch.intrinsics[:, None, [0, 1], [2, 2]]
+    torso = [11, 12, 23, 24]
+    assert float((uv[:, torso] - batch.keypoints[:, torso, :2]).norm(dim=-1).mean()) < 15.0
+    assert bool((batch.world_present == 1.0).all())
+
+
+def test_finetune_on_rendered_samples_starts_from_the_given_weights_and_saves_a_lifter(samples, tmp_path):
+    out = tmp_path / "lifter.pt"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "train_lifter.py"), "--finetune-renders",
+                           str(samples), "--render-validation-every", "0", "--steps", "2", "--minutes", "0",
+                           "--batch", "8", "--lr", "1e-5", "--mask-bank", "0", "--validation-size", "16",
+                           "--threads", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "starting from" in done.stdout and "rendered samples:" in done.stdout
+    from engines.lift import Lifter
+
+    tuned = Lifter.load(out)
+    shipped = Lifter.load()
+    difference = max(float((a - b).abs().max()) for a, b in zip(tuned.network.state_dict().values(),
+                                                                   shipped.network.state_dict().values()))
+    assert 0.0 < difference < 0.01, "two small steps move the shipped weights a little"
+    assert "--finetune-renders" in tuned.metadata["command"]
+
+
+def test_synthetic_world_landmarks_can_carry_real_detector_errors():
+    from engines.body import load_body_model
+    from engines.lift.synthetic import SyntheticPeople
+
+    model = load_body_model("open")
+    poses = torch.zeros(4, 24, 3)
+    errors = torch.randn(5, 33, 3, generator=torch.Generator().manual_seed(1)) * 0.1
+    people = SyntheticPeople(model, poses, torch.Generator().manual_seed(0), world_errors=errors,
+                             world_error_share=1.0, world_presence=1.0)
+    batch = people.sample(6)
+    centred = batch.landmarks - 0.5 * (batch.landmarks[:, 23:24] + batch.landmarks[:, 24:25])
+    offsets = batch.world - centred                                           # (6,33,3)
+    distances = (offsets[:, None] - errors[None]).abs().amax((-1, -2))       # (6,5)
+    assert bool((distances.amin(1) < 1e-5).all()), "each person's world landmarks carry one of the real errors"
+    assert bool((batch.world_present == 1.0).all())
+    never = SyntheticPeople(model, poses, torch.Generator().manual_seed(0), world_presence=0.0).sample(4)
+    assert bool((never.world_present == 0).all()) and float(never.world.abs().max()) == 0.0
