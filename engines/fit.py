@@ -70,12 +70,18 @@ class LandmarkFunction(Protocol):
 
 @dataclass
 class FitWeights:
-    """Weights of the energy's terms, and the robust scale. Units in the comments."""
+    """Weights of the energy's terms, and the robust scale. Units in the comments.
+
+    The anchor and world weights were chosen on the rendered benchmark with BlazePose's real
+    outputs (docs/lifter.md): BlazePose's world landmarks are ~12 cm off even after the best
+    similarity transform, so they get a light weight, and the lifter (trained on the detector's
+    real outputs) a strong anchor; 2D alignment comes from the reprojection term.
+    """
 
     reprojection: float = 1.0      # per robust px^2 (Geman-McClure, saturates at sigma_px)
     sigma_px: float = 100.0        # robust scale, pixels
-    world: float = 1.0e3           # per m^2 of hip-centred landmark error (1 cm -> 0.1)
-    anchor: float = 20.0           # per squared Frobenius distance of rotation matrices
+    world: float = 100.0           # per m^2 of hip-centred landmark error (10 cm -> 1)
+    anchor: float = 300.0          # per squared Frobenius distance of rotation matrices
     temporal_pose: float = 20.0    # per squared Frobenius distance to the previous frame
     temporal_transl: float = 1.0e3  # per m^2 of translation change
     prior: float = 0.01            # per unit of squared whitened deviation (nats x 2)
