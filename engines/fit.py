@@ -81,7 +81,7 @@ class FitWeights:
     reprojection: float = 1.0      # per robust px^2 (Geman-McClure, saturates at sigma_px)
     sigma_px: float = 100.0        # robust scale, pixels
     world: float = 100.0           # per m^2 of hip-centred landmark error (10 cm -> 1)
-    anchor: float = 300.0          # per squared Frobenius distance of rotation matrices
+    anchor: float = 150.0          # per squared Frobenius distance of rotation matrices
     temporal_pose: float = 20.0    # per squared Frobenius distance to the previous frame
     temporal_transl: float = 1.0e3  # per m^2 of translation change
     prior: float = 0.01            # per unit of squared whitened deviation (nats x 2)
