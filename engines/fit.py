@@ -88,6 +88,14 @@ class FitWeights:
     hinge: float = 100.0           # per rad^2 of knee/elbow bent the wrong way
 
 
+# The weights when a learned lifter anchors the fit (the pipeline's default): a strong anchor and
+# no world-landmark term. The lifter fine-tuned on BlazePose's real outputs already weighs the
+# world landmarks by what they are worth (~12 cm off after the best similarity transform);
+# pulling the body towards them again made 3D worse on the rendered benchmark, while the anchor
+# keeps the lifter's 3D pose and the reprojection term the 2D fit (docs/lifter.md).
+ANCHORED_WEIGHTS = FitWeights(anchor=200.0, world=0.0)
+
+
 @dataclass
 class FitResult:
     """One frame's fit. Shapes for P people."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engines.fit import BodyFitter, FitWeights, GaussianPosePrior
+from engines.fit import ANCHORED_WEIGHTS, BodyFitter, FitWeights, GaussianPosePrior
 from stream.smoothing import BodyParams, SmootherBank
 from stream.tracking import Tracker
 
@@ -66,7 +66,8 @@ class BodyReconstructor:
         lifter_shape: take the shape (betas) from the lifter's silhouette network. Off by default:
             trained on synthetic silhouettes, it does not yet transfer to real masks (on the real
             sample clip it raised the fit's error from 3.3 to 9.5 px); the average body is used.
-        fit_weights: the fit's energy weights (default engines.fit.FitWeights()).
+        fit_weights: the fit's energy weights (default: engines.fit.ANCHORED_WEIGHTS with a lifter,
+            engines.fit.FitWeights() without).
     """
 
     def __init__(
@@ -99,7 +100,9 @@ class BodyReconstructor:
             from engines.pose_prior import PosePrior
 
             prior = GaussianPosePrior(PosePrior.load())
-        self.fitter = BodyFitter(self._poser, fit_weights or FitWeights(), pose_prior=prior,
+        if fit_weights is None:
+            fit_weights = ANCHORED_WEIGHTS if lifter is not None else FitWeights()
+        self.fitter = BodyFitter(self._poser, fit_weights, pose_prior=prior,
                                  iterations=fit_iterations)
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._shapes: dict[int, np.ndarray] = {}

@@ -118,3 +118,25 @@ def test_synthetic_world_landmarks_can_carry_real_detector_errors():
     assert bool((batch.world_present == 1.0).all())
     never = SyntheticPeople(model, poses, torch.Generator().manual_seed(0), world_presence=0.0).sample(4)
     assert bool((never.world_present == 0).all()) and float(never.world.abs().max()) == 0.0
+
+
+def test_merged_sample_sets_keep_every_clip_apart(tmp_path):
+    import json
+
+    from engines.lift.rendered import REQUIRED_KEYS, load_samples, merge_samples
+
+    rng = np.random.default_rng(0)
+    shapes = {"keypoints": (33, 3), "world": (33, 3), "boxes": (4,), "intrinsics": (3, 3), "image_size": (2,),
+              "global_orient": (3,), "body_pose": (23, 3), "betas": (10,), "transl": (3,)}
+    assert set(shapes) == set(REQUIRED_KEYS)
+    for name, clips, rows in (("a", 2, 5), ("b", 3, 4)):
+        arrays = {key: rng.normal(size=(rows, *shape)).astype(np.float32) for key, shape in shapes.items()}
+        arrays["clip"] = rng.integers(0, clips, rows).astype(np.int32)
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "samples.npz", meta=np.array(json.dumps({"clips": clips})), **arrays)
+    assert merge_samples([tmp_path / "a", tmp_path / "b"], tmp_path / "ab") == 9
+    merged = load_samples(tmp_path / "ab")
+    first, second = load_samples(tmp_path / "a"), load_samples(tmp_path / "b")
+    assert np.array_equal(merged["clip"], np.concatenate([first["clip"], second["clip"] + 2]))
+    assert np.array_equal(merged["keypoints"], np.concatenate([first["keypoints"], second["keypoints"]]))
+    assert json.loads(str(np.load(tmp_path / "ab" / "samples.npz")["meta"]))["clips"] == 5

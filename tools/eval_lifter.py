@@ -76,7 +76,7 @@ def evaluate(body: str = "open", lifter_path: str | None = None, frames: int = 9
     """The numbers of the module docstring: {"lifter": {...}, "lifter+refinement": {...}, ...}."""
     from engines.body import load_body_model
     from engines.body.sparse import LandmarkPoser
-    from engines.fit import BodyFitter, GaussianPosePrior
+    from engines.fit import ANCHORED_WEIGHTS, BodyFitter, GaussianPosePrior
     from engines.lift import Lifter
     from engines.pose_prior import PosePrior
 
@@ -87,7 +87,7 @@ def evaluate(body: str = "open", lifter_path: str | None = None, frames: int = 9
     lifter = Lifter.load(lifter_path)
     # The fit needs only landmarks: pose just the vertices they use.
     poser = LandmarkPoser(model)
-    fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()),
+    fitter = BodyFitter(poser, ANCHORED_WEIGHTS, pose_prior=GaussianPosePrior(PosePrior.load()),
                         iterations=iterations, cold_iterations=cold_iterations)
     sequences = held_out_sequences(model, frames, stride, seed, mocap_folder=mocap_folder)
     results: dict[str, dict[str, list]] = {"lifter": {}, "lifter+refinement": {}}

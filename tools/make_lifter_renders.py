@@ -135,6 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--motions", default=str(DEFAULT_MOTIONS), help="training motions, one CMU trial per line")
     parser.add_argument("--keep-videos", action="store_true", help="keep DIR/video (default: delete after detection)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="render nothing: join these sample folders (in order) into --out")
     return parser.parse_args(argv)
 
 
@@ -142,6 +144,13 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.merge:
+        from engines.lift.rendered import merge_samples
+
+        if not args.out:
+            raise SystemExit("--merge needs --out (the folder of the joined samples.npz)")
+        print(f"{merge_samples(args.merge, args.out)} rows in {Path(args.out) / 'samples.npz'}")
+        return 0
     torch.set_num_threads(1)
     check_training_motions(Path(args.motions))
     out = Path(args.out) if args.out else default_out(args.seed)

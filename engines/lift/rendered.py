@@ -8,6 +8,7 @@ returns a :class:`engines.lift.synthetic.SyntheticBatch` like ``SyntheticPeople.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,36 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"{path} lacks {missing}; remake it with tools/make_lifter_renders.py")
     return arrays
+
+
+def merge_samples(folders: list[str | Path], out: str | Path) -> int:
+    """Join the samples.npz of several runs of tools/make_lifter_renders.py (e.g. two seeds made
+    side by side, one per core) into ``out``/samples.npz, in the order given. Clip ids of each
+    later set are offset by the clips of the sets before it, so every clip keeps its own id and
+    the "every 10th clip is validation" rule still holds. Returns the number of rows."""
+    arrays: dict[str, list[np.ndarray]] = {}
+    metas = []
+    offset = 0
+    for folder in folders:
+        path = Path(folder)
+        path = path / "samples.npz" if path.is_dir() else path
+        load_samples(path)  # checks that it is complete
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            for key in data.files:
+                if key != "meta":
+                    values = data[key] + offset if key == "clip" else data[key]
+                    arrays.setdefault(key, []).append(values)
+        metas.append(meta)
+        offset += int(meta["clips"])
+    if not metas:
+        raise ValueError("no samples to merge")
+    merged = {key: np.ascontiguousarray(np.concatenate(values)) for key, values in arrays.items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"clips": offset, "merged": metas, "generator": "tools/make_lifter_renders.py --merge"}
+    np.savez_compressed(out / "samples.npz", meta=np.array(json.dumps(meta)), **merged)
+    return len(merged["keypoints"])
 
 
 class RenderedPeople:
