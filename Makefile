@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml
 # then an offline pass writing out/sample.npz and the overlay video out/sample.mp4.
 demo: models
 	$(BIN)/meshstream run
+	mkdir -p out
 	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4
 
 test: models
