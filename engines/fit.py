@@ -279,6 +279,38 @@ class BodyFitter:
         irls = (s2 / (s2 + sq)) ** 2  # rho'(s) of rho(s) = s2 s / (s2 + s)
         return torch.sqrt(w.reprojection * data["visibility"] * irls)
 
+    @staticmethod
+    def _landmark_rows(landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
+                       use_2d: bool) -> tuple[list[Tensor], list[Tensor]]:
+        """The rows that depend on the landmarks (P,33,3): reprojection (with use_2d; pinhole,
+        depth clamped at 1 mm as in project()) and hip-centred world landmarks. Returns the
+        residual blocks (P,r) and, when ``landmark_jac`` (P,33,3,U) is given, their Jacobians
+        (P,r,U); else an empty list."""
+        count = landmarks.shape[0]
+        parts, jacs = [], []
+        if use_2d:
+            intrinsics = data["intrinsics"]
+            parts.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2])
+                          * sqrt_w2d[..., None]).reshape(count, -1))
+            if landmark_jac is not None:
+                depth = landmarks[..., 2]
+                z = depth.clamp(min=1e-3)
+                depth_moves = (depth >= 1e-3).to(landmarks.dtype)
+                fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+                zero = torch.zeros_like(z)
+                du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
+                dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
+                d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]          # (P,33,2,3)
+                jacs.append((d_project @ landmark_jac).reshape(count, -1, landmark_jac.shape[-1]))
+        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
+        sqrt_wworld = data["sqrt_wworld"]
+        parts.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        if landmark_jac is not None:
+            mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
+            jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None])
+                        .reshape(count, -1, landmark_jac.shape[-1]))
+        return parts, jacs
+
     def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
                    use_2d: bool) -> tuple[Tensor, Tensor | None]:
         """Residuals (P,R) of the energy with the robust weights frozen (their squared norm is
@@ -291,30 +323,8 @@ class BodyFitter:
         w = self.weights
         count, unknowns = theta.shape
         want_jac = landmark_jac is not None
-        parts: list[Tensor] = []
-        jacs: list[Tensor] = []
-        # 1. Reprojection (pinhole, depth clamped at 1 mm as in project()).
-        if use_2d:
-            intrinsics = data["intrinsics"]
-            parts.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2])
-                          * sqrt_w2d[..., None]).reshape(count, -1))
-            if want_jac:
-                depth = landmarks[..., 2]
-                z = depth.clamp(min=1e-3)
-                depth_moves = (depth >= 1e-3).to(theta.dtype)
-                fx, fy = intrinsics[0, 0], intrinsics[1, 1]
-                zero = torch.zeros_like(z)
-                du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
-                dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
-                d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]          # (P,33,2,3)
-                jacs.append((d_project @ landmark_jac).reshape(count, -1, unknowns))
-        # 2. World landmarks, hip-centred.
-        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
-        sqrt_wworld = data["sqrt_wworld"]
-        parts.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
-        if want_jac:
-            mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
-            jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None]).reshape(count, -1, unknowns))
+        # 1-2. Reprojection and hip-centred world landmarks.
+        parts, jacs = self._landmark_rows(landmarks, landmark_jac, data, sqrt_w2d, use_2d)
         # 3-4. Anchor and temporal terms on the rotation matrices of all 24 joints.
         axis_angles = theta[:, :72].reshape(count, 24, 3)
         rot = axis_angle_to_matrix(axis_angles)
@@ -368,24 +378,7 @@ class BodyFitter:
         w = self.weights
         count, unknowns = theta.shape
         # 1. Landmark rows, dense.
-        rows, row_jacs = [], []
-        if use_2d:
-            intrinsics = data["intrinsics"]
-            rows.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2]) * sqrt_w2d[..., None]).reshape(count, -1))
-            depth = landmarks[..., 2]
-            z = depth.clamp(min=1e-3)
-            depth_moves = (depth >= 1e-3).to(theta.dtype)
-            fx, fy = intrinsics[0, 0], intrinsics[1, 1]
-            zero = torch.zeros_like(z)
-            du = torch.stack([fx / z, zero, -fx * landmarks[..., 0] / (z * z) * depth_moves], -1)
-            dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
-            d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]
-            row_jacs.append((d_project @ landmark_jac).reshape(count, -1, unknowns))
-        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
-        sqrt_wworld = data["sqrt_wworld"]
-        rows.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
-        mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
-        row_jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None]).reshape(count, -1, unknowns))
+        rows, row_jacs = self._landmark_rows(landmarks, landmark_jac, data, sqrt_w2d, use_2d)
         r = torch.cat(rows, 1)
         jac = torch.cat(row_jacs, 1)
         jac_t = jac.transpose(1, 2)

@@ -43,6 +43,17 @@ def smpl_file(tmp_path_factory):
     return write_npz(smpl_arrays(seed=0), tmp_path_factory.mktemp("smpl") / "smpl_neutral.npz")
 
 
+def _observed(model, orient, pose, betas, transl, noise_px: float, g):
+    """What the fit is given for these bodies: noisy keypoints (P,33,3) with random visibility,
+    and exact hip-centred world landmarks (P,33,3)."""
+    landmarks = model(orient, pose, betas, transl).landmarks
+    count = landmarks.shape[0]
+    keypoints = torch.cat([project(landmarks, INTRINSICS) + noise_px * torch.randn(count, 33, 2, generator=g),
+                           torch.rand(count, 33, 1, generator=g)], -1)
+    world = landmarks - 0.5 * (landmarks[:, 23] + landmarks[:, 24])[:, None]
+    return keypoints, world
+
+
 @pytest.mark.parametrize("which", ["open", "smpl-file-with-pose-correctives"])
 def test_linearize_gives_the_landmarks_and_the_exact_jacobian(which, smpl_file):
     model = load_body_model("open" if which == "open" else smpl_file, dtype=torch.float64)
@@ -89,10 +100,7 @@ def test_analytic_and_automatic_fits_agree():
     pose[0, 17, 1] = 0.3                     # an elbow bent the wrong way: the hinge term is active
     betas = 0.5 * torch.randn(count, 10, generator=g)
     transl = torch.tensor([[-0.6, 0.2, 4.0], [0.6, 0.1, 3.5]])
-    out = model(orient, pose, betas, transl)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 3 * torch.randn(count, 33, 2, generator=g),
-                           torch.rand(count, 33, 1, generator=g)], -1)
-    world = out.landmarks - 0.5 * (out.landmarks[:, 23] + out.landmarks[:, 24])[:, None]
+    keypoints, world = _observed(model, orient, pose, betas, transl, 3.0, g)
     anchor = (orient + 0.1 * torch.randn(count, 3, generator=g), pose + 0.1 * torch.randn(count, 23, 3, generator=g))
     previous = (orient, pose, transl)
     prior = GaussianPosePrior(PosePrior.load())
@@ -118,10 +126,7 @@ def test_normal_equations_equal_those_of_the_dense_jacobian():
     pose[0, 3, 0] = -0.2                     # a knee bent the wrong way: a hinge is active
     betas = 0.5 * torch.randn(count, 10, generator=g)
     transl = torch.tensor([[-0.5, 0.2, 4.0], [0.5, 0.1, 3.0]])
-    out = model(orient, pose, betas, transl)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 5 * torch.randn(count, 33, 2, generator=g),
-                           torch.rand(count, 33, 1, generator=g)], -1)
-    world = out.landmarks - 0.5 * (out.landmarks[:, 23] + out.landmarks[:, 24])[:, None]
+    keypoints, world = _observed(model, orient, pose, betas, transl, 5.0, g)
     anchor = (orient, pose + 0.1 * torch.randn(count, 23, 3, generator=g))
     previous = (orient, pose + 0.05, transl + 0.02)
     fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()), iterations=1, cold_iterations=0)

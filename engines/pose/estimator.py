@@ -133,7 +133,7 @@ class PoseEstimator:
            a new detection that overlaps an earlier one is dropped.
         """
         image = check_image(image)
-        found = self.detect_once(image)
+        found = self._one_pass(image)
         if not self.repeat_detection:
             return found
         hidden = None
@@ -144,14 +144,17 @@ class PoseEstimator:
                 fill = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
             for detection in new:
                 _hide_person(hidden, detection, fill)
-            new = [d for d in self.detect_once(hidden)
+            new = [d for d in self._one_pass(hidden)
                    if all(_box_iou(d.box, other.box) < 0.3 for other in found)][: self.max_people - len(found)]
             found += new
         return found
 
     def detect_once(self, image: np.ndarray) -> list[geo.Detection]:
         """One pass of the detector: people in ``image`` (H, W, 3) uint8, best first, at most max_people."""
-        image = check_image(image)
+        return self._one_pass(check_image(image))
+
+    def _one_pass(self, image: np.ndarray) -> list[geo.Detection]:
+        """:meth:`detect_once` on an image already checked."""
         height, width = image.shape[:2]
         tensor, box = geo.letterbox(image)
         raw_boxes, raw_scores = self.detector(torch.from_numpy(tensor[None]))
