@@ -47,8 +47,7 @@ import torch
 from torch import Tensor
 
 from engines.backends import intra_op_threads
-from engines.body.sparse import left_jacobian, skew
-from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from engines.rotations import axis_angle_to_matrix, left_jacobian, matrix_and_left_jacobian, matrix_to_axis_angle, skew
 
 # BlazePose keypoint indices used here.
 _LEFT_SHOULDER, _RIGHT_SHOULDER, _LEFT_HIP, _RIGHT_HIP = 11, 12, 23, 24
@@ -225,6 +224,8 @@ class BodyFitter:
         threads: torch intra-op threads during a fit (default 1: its tensors are small, and
             parallel regions cost more than they save; see
             :func:`engines.backends.intra_op_threads`); None leaves torch's setting.
+        tolerance: a person's iterations stop once an accepted step lowers their energy by less
+            than this fraction of it (converged); 0 runs every iteration.
     """
 
     def __init__(
@@ -235,6 +236,7 @@ class BodyFitter:
         iterations: int = 8,
         cold_iterations: int = 8,
         threads: int | None = 1,
+        tolerance: float = 0.0,
     ) -> None:
         self.landmarks_fn = landmarks_fn
         self.threads = threads
@@ -243,6 +245,8 @@ class BodyFitter:
         self.pose_prior = pose_prior or GaussianPosePrior()
         self.iterations = iterations
         self.cold_iterations = cold_iterations
+        self.tolerance = tolerance
+        self.iterations_run = 0  # LM iterations of the last call's final stage (diagnostics)
 
     # -- landmarks and their Jacobian ------------------------------------------------------
     def _landmarks(self, theta: Tensor, betas: Tensor) -> Tensor:
@@ -255,13 +259,23 @@ class BodyFitter:
             return self._linearize(orient, pose, betas, transl, jacobian=False)[0].to(orient.dtype)
         return self.landmarks_fn(orient, pose, betas, transl)
 
-    def _landmarks_and_jacobian(self, theta: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+    @staticmethod
+    def _local(theta: Tensor) -> tuple[Tensor, Tensor]:
+        """The 24 joints' rotation matrices and left Jacobians at theta (P,75): both (P,24,3,3).
+        Computed once per candidate and shared by the landmarks, the energy and the normal
+        equations."""
+        return matrix_and_left_jacobian(theta[:, :72].reshape(theta.shape[0], 24, 3))
+
+    def _landmarks_and_jacobian(self, theta: Tensor, betas: Tensor,
+                                local: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """theta (P,75) -> landmarks (P,33,3) and d landmarks / d theta (P,33,3,75).
 
         Analytic when the landmark function offers ``linearize`` (:class:`LandmarkPoser`); else
-        forward-mode differentiation of the landmark function, vectorised over people."""
+        forward-mode differentiation of the landmark function, vectorised over people.
+        ``local``: :meth:`_local` of theta, if known."""
         if self._linearize is not None:
-            landmarks, jac = self._linearize(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:])
+            landmarks, jac = self._linearize(theta[:, :3], theta[:, 3:72].reshape(-1, 23, 3), betas, theta[:, 72:],
+                                             local=local)
             return landmarks.to(theta.dtype), jac.to(theta.dtype)
 
         def one_person(x, shape):
@@ -312,13 +326,14 @@ class BodyFitter:
         return parts, jacs
 
     def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
-                   use_2d: bool) -> tuple[Tensor, Tensor | None]:
+                   use_2d: bool, rot: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Residuals (P,R) of the energy with the robust weights frozen (their squared norm is
         the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their dense Jacobian
         (P,R,75): the reference for :meth:`_normal_equations`, which the iterations use.
 
         Rows, per person: reprojection 66 (with use_2d), world 99, anchor 216, temporal pose
-        216, temporal translation 3, prior 69, hinge 4.
+        216, temporal translation 3, prior 69, hinge 4. ``rot``: the joints' rotations (P,24,3,3)
+        at theta, if known.
         """
         w = self.weights
         count, unknowns = theta.shape
@@ -327,7 +342,8 @@ class BodyFitter:
         parts, jacs = self._landmark_rows(landmarks, landmark_jac, data, sqrt_w2d, use_2d)
         # 3-4. Anchor and temporal terms on the rotation matrices of all 24 joints.
         axis_angles = theta[:, :72].reshape(count, 24, 3)
-        rot = axis_angle_to_matrix(axis_angles)
+        if rot is None:
+            rot = axis_angle_to_matrix(axis_angles)
         sqrt_wanchor, sqrt_wprev = data["sqrt_wanchor"], data["sqrt_wprev"]
         parts.append(((rot - data["anchor_rot"]) * sqrt_wanchor[:, None, None, None]).reshape(count, -1))
         parts.append(((rot - data["prev_rot"]) * sqrt_wprev[:, None, None, None]).reshape(count, -1))
@@ -365,7 +381,7 @@ class BodyFitter:
         return residuals, (torch.cat(jacs, 1) if want_jac else None)
 
     def _normal_equations(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor, data, sqrt_w2d: Tensor,
-                          use_2d: bool) -> tuple[Tensor, Tensor]:
+                          use_2d: bool, local: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """J^T J (P,75,75) and J^T r (P,75) of :meth:`_residuals`, built term by term.
 
         Equal to forming the dense Jacobian (the reference, :meth:`_residuals`) but only the
@@ -373,7 +389,7 @@ class BodyFitter:
         terms touch few unknowns each and are added in closed form: the rotation terms are
         block-diagonal over joints (anchor and temporal share one derivative dR, so their blocks
         are (w_anchor + w_prev) dR^T dR), the prior's block is w W^T W for its whitening W, and
-        the translation's and the hinges' are diagonal.
+        the translation's and the hinges' are diagonal. ``local``: :meth:`_local` of theta, if known.
         """
         w = self.weights
         count, unknowns = theta.shape
@@ -385,10 +401,9 @@ class BodyFitter:
         jtj = jac_t @ jac
         grad = (jac_t @ r[..., None])[..., 0]
         # 2. Rotation terms (anchor + temporal), block-diagonal over the 24 joints.
-        axis_angles = theta[:, :72].reshape(count, 24, 3)
-        rot = axis_angle_to_matrix(axis_angles)
+        rot, left_jac = self._local(theta) if local is None else local
         w_anchor, w_prev = data["sqrt_wanchor"] ** 2, data["sqrt_wprev"] ** 2
-        d_rot = skew(left_jacobian(axis_angles).transpose(-1, -2)) @ rot[:, :, None]         # (P,24,c,3,3)
+        d_rot = skew(left_jac.transpose(-1, -2)) @ rot[:, :, None]                            # (P,24,c,3,3)
         d_rot = d_rot.reshape(count, 24, 3, 9)                                                 # (P,24,c,9)
         blocks = (w_anchor + w_prev)[:, None, None, None] * (d_rot @ d_rot.transpose(-1, -2))  # (P,24,3,3)
         error = (w_anchor[:, None, None, None] * (rot - data["anchor_rot"])
@@ -414,12 +429,14 @@ class BodyFitter:
         grad[:, columns] += w.hinge * signs * hinges
         return jtj, grad
 
-    def _energy(self, theta, betas, data, use_2d: bool, landmarks: Tensor | None = None) -> Tensor:
-        """The true (robust) energy of each person, (P,); ``landmarks`` (P,33,3) at theta if known."""
+    def _energy(self, theta, betas, data, use_2d: bool, landmarks: Tensor | None = None,
+                rot: Tensor | None = None) -> Tensor:
+        """The true (robust) energy of each person, (P,); ``landmarks`` (P,33,3) and the joints'
+        rotations ``rot`` (P,24,3,3) at theta if known."""
         w = self.weights
         if landmarks is None:
             landmarks = self._landmarks(theta, betas)
-        r, _ = self._residuals(theta, landmarks, None, data, torch.zeros_like(data["visibility"]), False)
+        r, _ = self._residuals(theta, landmarks, None, data, torch.zeros_like(data["visibility"]), False, rot)
         energy = (r ** 2).sum(-1)
         if use_2d:
             sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
@@ -433,30 +450,41 @@ class BodyFitter:
         # The landmarks and their Jacobian at theta are carried over from the accepted candidate:
         # with the analytic path, linearising a candidate costs little more than posing it.
         carry = self._linearize is not None
-        landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas) if (carry and iterations) else (None, None)
-        energy = self._energy(theta, betas, data, use_2d, landmarks)
+        local = self._local(theta)
+        landmarks, landmark_jac = (self._landmarks_and_jacobian(theta, betas, local) if (carry and iterations)
+                                   else (None, None))
+        energy = self._energy(theta, betas, data, use_2d, landmarks, local[0])
+        active = active.clone()
+        self.iterations_run = 0
         for _ in range(iterations):
+            if not bool(active.any()):
+                break
+            self.iterations_run += 1
             # 1. Residuals and their exact Jacobian, all people at once (robust weights at theta).
             if not carry:
-                landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas)
+                landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas, local)
             sqrt_w2d = self._robust_weights(landmarks, data) if use_2d else torch.zeros_like(data["visibility"])
-            jtj, grad = self._normal_equations(theta, landmarks, landmark_jac, data, sqrt_w2d, use_2d)
+            jtj, grad = self._normal_equations(theta, landmarks, landmark_jac, data, sqrt_w2d, use_2d, local)
             # 2. The damped normal equations (Marquardt's scaling by the diagonal).
             diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-6)
             system = jtj + damping[:, None, None] * torch.diag_embed(diag) + 1e-9 * eye
             step = -torch.linalg.solve(system, grad[..., None])[..., 0]
             # 3. Keep the step where it lowers the true energy; adapt the damping.
             candidate = theta + step
+            candidate_local = self._local(candidate)
             if carry:
-                candidate_landmarks, candidate_jac = self._landmarks_and_jacobian(candidate, betas)
-                candidate_energy = self._energy(candidate, betas, data, use_2d, candidate_landmarks)
+                candidate_landmarks, candidate_jac = self._landmarks_and_jacobian(candidate, betas, candidate_local)
+                candidate_energy = self._energy(candidate, betas, data, use_2d, candidate_landmarks, candidate_local[0])
             else:
-                candidate_energy = self._energy(candidate, betas, data, use_2d)
+                candidate_energy = self._energy(candidate, betas, data, use_2d, rot=candidate_local[0])
             better = (candidate_energy < energy) & torch.isfinite(candidate_energy) & active
             if carry:
                 landmarks = torch.where(better[:, None, None], candidate_landmarks, landmarks)
                 landmark_jac = torch.where(better[:, None, None, None], candidate_jac, landmark_jac)
             theta = torch.where(better[:, None], candidate, theta)
+            local = tuple(torch.where(better[:, None, None, None], new, old) for new, old in zip(candidate_local, local))
+            if self.tolerance > 0:
+                active &= ~(better & (energy - candidate_energy <= self.tolerance * energy))
             energy = torch.where(better, candidate_energy, energy)
             damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)
         return theta

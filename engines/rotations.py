@@ -17,19 +17,70 @@ from torch import Tensor
 _EPS = 1e-8
 
 
+_SKEW_GENERATORS: dict = {}
+
+
+def skew(vectors: Tensor) -> Tensor:
+    """(..., 3) -> (..., 3, 3) cross-product matrices: skew(a) @ b = a x b (one product with
+    a constant (3, 9) generator: fewer operations than stacking nine entries)."""
+    key = (vectors.dtype, vectors.device)
+    generator = _SKEW_GENERATORS.get(key)
+    if generator is None:
+        generator = torch.zeros(3, 9, dtype=vectors.dtype, device=vectors.device)
+        # rows x, y, z; columns the row-major entries of [[0, -z, y], [z, 0, -x], [-y, x, 0]]
+        for axis, entry, sign in ((2, 1, -1.0), (1, 2, 1.0), (2, 3, 1.0), (0, 5, -1.0), (1, 6, -1.0), (0, 7, 1.0)):
+            generator[axis, entry] = sign
+        _SKEW_GENERATORS[key] = generator
+    return (vectors @ generator).reshape(vectors.shape + (3,))
+
+
+def _rodrigues_parts(axis_angle: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """angle^2 (..., 1, 1), angle (..., 1, 1), K = skew(axis_angle), K^2 = a a^T - angle^2 I
+    (both (..., 3, 3)) and the identity (3, 3)."""
+    angle_sq = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]
+    angle = torch.sqrt(angle_sq + _EPS * _EPS)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    k = skew(axis_angle)
+    k_sq = axis_angle[..., :, None] * axis_angle[..., None, :] - angle_sq * eye
+    return angle_sq, angle, k, k_sq, eye
+
+
+def _matrix_from_parts(angle_sq, angle, sin, cos, k, k_sq, eye) -> Tensor:
+    """R = I + sin(t)/t K + (1 - cos t)/t^2 K^2, with Taylor series near zero."""
+    small = angle_sq < 1e-12
+    sinc = torch.where(small, 1.0 - angle_sq / 6.0, sin / angle)
+    cosc = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - cos) / (angle * angle))
+    return eye + sinc * k + cosc * k_sq
+
+
+def _left_jacobian_from_parts(angle_sq, angle, sin, cos, k, k_sq, eye) -> Tensor:
+    """J = I + (1 - cos t)/t^2 K + (t - sin t)/t^3 K^2, with Taylor series below 1e-3 rad."""
+    small = angle_sq < 1e-6
+    a = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - cos) / angle_sq.clamp(min=1e-12))
+    b = torch.where(small, 1.0 / 6.0 - angle_sq / 120.0, (angle - sin) / (angle_sq * angle).clamp(min=1e-18))
+    return eye + a * k + b * k_sq
+
+
 def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
     """Rodrigues' formula. (..., 3) -> (..., 3, 3)."""
-    angle_sq = (axis_angle * axis_angle).sum(-1, keepdim=True)  # (..., 1)
-    angle = torch.sqrt(angle_sq + _EPS * _EPS)
-    small = angle_sq < 1e-12
-    # sin(t)/t and (1-cos(t))/t^2 with their Taylor series near zero.
-    sinc = torch.where(small, 1.0 - angle_sq / 6.0, torch.sin(angle) / angle)
-    cosc = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - torch.cos(angle)) / (angle * angle))
-    x, y, z = axis_angle.unbind(-1)
-    zero = torch.zeros_like(x)
-    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(axis_angle.shape[:-1] + (3, 3))
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(skew)
-    return eye + sinc[..., None] * skew + cosc[..., None] * (skew @ skew)
+    angle_sq, angle, k, k_sq, eye = _rodrigues_parts(axis_angle)
+    return _matrix_from_parts(angle_sq, angle, torch.sin(angle), torch.cos(angle), k, k_sq, eye)
+
+
+def left_jacobian(axis_angle: Tensor) -> Tensor:
+    """SO(3)'s left Jacobian, (..., 3) -> (..., 3, 3): exp(theta + d) = exp(J(theta) d) exp(theta)
+    to first order, so d exp(theta) / d theta_c = skew(J(theta) e_c) exp(theta)."""
+    angle_sq, angle, k, k_sq, eye = _rodrigues_parts(axis_angle)
+    return _left_jacobian_from_parts(angle_sq, angle, torch.sin(angle), torch.cos(angle), k, k_sq, eye)
+
+
+def matrix_and_left_jacobian(axis_angle: Tensor) -> tuple[Tensor, Tensor]:
+    """(axis_angle_to_matrix, left_jacobian) of (..., 3), sharing their common terms (the
+    body fit needs both of every joint's rotation at every step)."""
+    angle_sq, angle, k, k_sq, eye = _rodrigues_parts(axis_angle)
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    return (_matrix_from_parts(angle_sq, angle, sin, cos, k, k_sq, eye),
+            _left_jacobian_from_parts(angle_sq, angle, sin, cos, k, k_sq, eye))
 
 
 def matrix_to_quaternion(matrix: Tensor) -> Tensor:

@@ -328,7 +328,7 @@ class LiftStage(Stage):
     budget_ms = 60.0
 
     def __init__(self, body_model, fov_deg: float = 60.0, smoothing: str = "auto", refine: bool = True,
-                 fit_iterations: int = 6, lifter=None, lifter_shape: bool = False, smoothing_lag: int | None = None):
+                 fit_iterations: int = 6, fit_tolerance: float = 0.003, lifter=None, lifter_shape: bool = False, smoothing_lag: int | None = None):
         from stream.smoothing import RTS_LAG_FRAMES, SMOOTHING_CHOICES
 
         if smoothing not in SMOOTHING_CHOICES:
@@ -339,6 +339,7 @@ class LiftStage(Stage):
         self.smoothing_lag = RTS_LAG_FRAMES if smoothing_lag is None else int(smoothing_lag)
         self.refine = refine
         self.fit_iterations = fit_iterations
+        self.fit_tolerance = fit_tolerance
         self.lifter = lifter
         self.lifter_shape = lifter_shape
         self.reconstructor = None
@@ -360,6 +361,7 @@ class LiftStage(Stage):
         self.reconstructor = BodyReconstructor(self.body_model, lifter=self.lifter,
                                                smoothing="none" if kind == "rts" else kind,
                                                refine=self.refine, fit_iterations=self.fit_iterations,
+                                               fit_tolerance=self.fit_tolerance,
                                                lifter_shape=self.lifter_shape)
         self.fit_ms = self.reconstructor.warm_up()
         # Live, the fit runs only if this machine affords it within the stage's budget; with a

@@ -18,3 +18,18 @@ def test_every_subcommand_has_help():
         out = subprocess.run([sys.executable, "-m", "stream", name, "--help"], capture_output=True, text=True)
         assert out.returncode == 0, (name, out.stderr)
         assert "usage: meshstream" in out.stdout
+
+
+def test_engines_get_half_the_cores_unless_told_and_bad_counts_are_refused(monkeypatch):
+    import pytest
+
+    from stream.cli import UserError
+    from stream.commands._common import engine_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert engine_threads(None) == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert engine_threads(None) == 1
+    assert engine_threads(3) == 3
+    with pytest.raises(UserError, match="--threads must be at least 1"):
+        engine_threads(0)

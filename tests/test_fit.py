@@ -136,3 +136,22 @@ def test_reconstructor_keeps_ids_and_shape_per_person_over_frames(model):
         for body in result.bodies:
             assert body is not None and np.isfinite(body.transl).all()
     assert all(s == seen[0] for s in seen), seen
+
+
+def test_fit_tolerance_stops_early_at_nearly_the_same_answer(model, poser):
+    """A warm-started fit with a tolerance stops once a step gains little, and lands where
+    running every iteration lands (the pipeline's default: tolerance 0.003 of the energy)."""
+    orient, pose, betas, transl = _people(model, 2, seed=6)
+    out = model(orient, pose, betas, transl)
+    g = torch.Generator().manual_seed(7)
+    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + torch.randn(2, 33, 2, generator=g),
+                           torch.ones(2, 33, 1)], -1)
+    nudged = (orient, pose + 0.05 * torch.randn(2, 23, 3, generator=g), transl + 0.02)
+    every = BodyFitter(poser, iterations=12)
+    early = BodyFitter(poser, iterations=12, tolerance=0.003)
+    full = every.fit(keypoints, INTRINSICS, betas, previous=nudged)
+    assert every.iterations_run == 12
+    quick = early.fit(keypoints, INTRINSICS, betas, previous=nudged)
+    assert 1 <= early.iterations_run < 12
+    assert (quick.reprojection_px - full.reprojection_px).abs().max() < 0.2, (quick.reprojection_px, full.reprojection_px)
+    assert (quick.energy <= 1.02 * full.energy + 1e-6).all(), (quick.energy, full.energy)

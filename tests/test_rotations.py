@@ -59,3 +59,18 @@ def test_skeleton_tables_are_consistent():
     for i, j in enumerate(SMPL_MIRROR):
         a, b = SMPL_JOINT_NAMES[i], SMPL_JOINT_NAMES[j]
         assert a.replace("left", "X").replace("right", "left").replace("X", "right") == b
+
+
+def test_skew_is_the_cross_product_and_shared_terms_match_separate_functions():
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.randn(5, 24, 3, generator=g, dtype=torch.float64)
+    vectors[0, 0] = 0.0            # zero rotation
+    vectors[0, 1] = 1e-5           # inside both Taylor branches
+    others = torch.randn(5, 24, 3, generator=g, dtype=torch.float64)
+    crossed = (R.skew(vectors) @ others[..., None])[..., 0]
+    assert torch.allclose(crossed, torch.linalg.cross(vectors, others), atol=1e-12)
+    matrix, left = R.matrix_and_left_jacobian(vectors)
+    assert torch.allclose(matrix, R.axis_angle_to_matrix(vectors), atol=1e-12)
+    assert torch.allclose(left, R.left_jacobian(vectors), atol=1e-12)
+    # Rodrigues against the matrix exponential of the cross-product matrix.
+    assert torch.allclose(matrix, torch.linalg.matrix_exp(R.skew(vectors)), atol=1e-9)

@@ -31,31 +31,7 @@ from torch import Tensor, nn
 
 from engines.body.model import BodyModel
 from engines.body.skinning import forward_kinematics, pose_rotations, shape_joints, shape_vertices, skin
-from engines.rotations import axis_angle_to_matrix
-
-
-def skew(vectors: Tensor) -> Tensor:
-    """(..., 3) -> (..., 3, 3) cross-product matrices: skew(a) @ b = a x b."""
-    x, y, z = vectors.unbind(-1)
-    zero = torch.zeros_like(x)
-    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(vectors.shape + (3,))
-
-
-def left_jacobian(axis_angle: Tensor) -> Tensor:
-    """SO(3)'s left Jacobian, (..., 3) -> (..., 3, 3): exp(theta + d) = exp(J(theta) d) exp(theta)
-    to first order, so d exp(theta) / d theta_c = skew(J(theta) e_c) exp(theta).
-
-    J = I + (1 - cos t) / t^2 K + (t - sin t) / t^3 K^2, K = skew(theta), t = |theta|
-    (Taylor series below 1e-3 rad).
-    """
-    angle_sq = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]
-    angle = torch.sqrt(angle_sq.clamp(min=1e-12))
-    small = angle_sq < 1e-6
-    a = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - torch.cos(angle)) / angle_sq.clamp(min=1e-12))
-    b = torch.where(small, 1.0 / 6.0 - angle_sq / 120.0, (angle - torch.sin(angle)) / (angle_sq * angle).clamp(min=1e-18))
-    k = skew(axis_angle)
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
-    return eye + a * k + b * (k @ k)
+from engines.rotations import axis_angle_to_matrix, left_jacobian, skew  # noqa: F401 (skew: re-exported)
 
 
 class LandmarkPoser(nn.Module):
@@ -151,10 +127,12 @@ class LandmarkPoser(nn.Module):
         return folded, rest
 
     def linearize(self, global_orient: Tensor, body_pose: Tensor, betas: Tensor, transl: Tensor,
-                  jacobian: bool = True) -> tuple[Tensor, Tensor | None]:
+                  jacobian: bool = True, local: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """Landmarks (B,33,3) and their Jacobian (B,33,3,75) with respect to the unknowns
         [global_orient (3), body_pose (69), transl (3)] (axis-angle radians, metres), exactly;
         ``jacobian=False`` skips it (None). Not differentiable by autograd (use forward for that).
+        ``local``: the rotation matrices and left Jacobians (B,J,3,3) of [global_orient,
+        body_pose] if the caller has them (engines.rotations.matrix_and_left_jacobian).
 
         Steps: 1. local rotations, their left Jacobians, forward kinematics; 2. the folded
         shaped vertices (+ pose correctives) S_lk; 3. per-joint contributions and the landmarks;
@@ -165,8 +143,12 @@ class LandmarkPoser(nn.Module):
         batch = global_orient.shape[0]
         joints = self.lin_below.shape[0]
         # 1. Rotations and kinematics.
-        axis_angles = torch.cat([global_orient[:, None], body_pose], 1).to(dtype)     # (B,J,3)
-        rotations = axis_angle_to_matrix(axis_angles)
+        if local is None:
+            axis_angles = torch.cat([global_orient[:, None], body_pose], 1).to(dtype)  # (B,J,3)
+            rotations = axis_angle_to_matrix(axis_angles)
+            local_axes = left_jacobian(axis_angles) if jacobian else None
+        else:
+            rotations, local_axes = local[0].to(dtype), local[1].to(dtype)
         folded, rest = self._folded_shape(betas)
         world_rot, world_pos = forward_kinematics(rotations, rest, self.parents, self._levels)
         # 2. Pose correctives folded into S.
@@ -188,8 +170,7 @@ class LandmarkPoser(nn.Module):
                  - self.lin_lever[None, :, :, None] * world_pos[:, None])              # (B,33,J,3)
         parent_rot = torch.cat([torch.eye(3, dtype=dtype, device=rotations.device).expand(batch, 1, 3, 3),
                                 world_rot[:, [max(p, 0) for p in self._parents_list[1:]]]], 1)
-        local_axes = left_jacobian(axis_angles)                                          # (B,J,3,3) columns
-        axes = parent_rot @ local_axes                                                   # world axes, columns
+        axes = parent_rot @ local_axes                                                   # (B,J,3,3) world axes, columns
         # cross(axis_c, lever) for each c: (B,33,J,3 xyz,3 c)
         jac = torch.linalg.cross(axes.transpose(-1, -2)[:, None], lever[:, :, :, None].expand(-1, -1, -1, 3, -1), dim=-1)
         jac = jac.transpose(-1, -2)                                                      # (B,33,J,xyz,c)

@@ -21,6 +21,9 @@ def add_engine_arguments(parser) -> None:
     group.add_argument("--backend", default="auto", help="pose back end: auto, eager, compile, tensorrt, litert")
     group.add_argument("--body-model", default="open", metavar="open|PATH",
                        help="body model: the bundled open model, or a path to SMPL/SMPL+H/SMPL-X files")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="threads per engine (pose networks, lifter): default half the CPU cores, at least "
+                            "1, since the pose and lift stages run at the same time")
     group.add_argument("--max-people", type=int, default=4, help="most people tracked per frame (default 4)")
     group.add_argument("--pose", choices=("auto", "off"), default="auto",
                        help="auto: run the pose engine when installed; off: frames only (transport tests)")
@@ -31,11 +34,14 @@ def add_engine_arguments(parser) -> None:
     group.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default="auto",
                        help="temporal smoothing of each person's body: auto (default) = rts for offline runs "
                             "(two-sided, no lag, frames come out --smoothing-lag frames later), a causal "
-                            "filter (kalman) live; docs/smoothing.md")
+                            "filter (one-euro) live; docs/smoothing.md")
     group.add_argument("--smoothing-lag", type=int, default=15, metavar="FRAMES",
                        help="rts: later frames each frame waits for before it is smoothed (default 15)")
     group.add_argument("--fit-iterations", type=int, default=6, metavar="N",
-                       help="Levenberg-Marquardt iterations of the body fit per frame (default 6)")
+                       help="the most Levenberg-Marquardt iterations of the body fit per frame (default 6)")
+    group.add_argument("--fit-tolerance", type=float, default=0.003, metavar="FRACTION",
+                       help="stop a person's fit once an iteration lowers its energy by less than this "
+                            "fraction (default 0.003; 0 runs every iteration)")
     group.add_argument("--lifter", choices=("auto", "off"), default="auto",
                        help="auto: the learned lifter anchors the body fit (default); off: the fit alone")
     group.add_argument("--lifter-shape", action="store_true",
@@ -56,13 +62,30 @@ def open_input(spec: str, realtime: bool = False, max_side: int | None = None, *
         raise UserError(str(exc)) from exc
 
 
+def engine_threads(requested: int | None) -> int:
+    """Intra-op threads per engine: ``requested``, or half the cores (at least 1). The pipeline
+    runs its stages at once, so engines that each take every core only contend (on 2 cores:
+    61 fps with 2 threads each, 66 fps with 1; docs/benchmarks.md)."""
+    import os
+
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--threads must be at least 1, got {requested}")
+        return requested
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]:
-    """The engine stages available here: pose (+ids), lift, body.
+    """The engine stages available here: pose (+ids), lift, body; with the intra-op threads of
+    :func:`engine_threads` (set for the whole process: engines read it when they are built).
 
     Returns (stages, body_model or None, has_lifter).
     """
+    import torch
+
     from stream.stages import BodyStage, LiftStage, PoseStage, TrackStage, load_body_model_for, module_exists
 
+    torch.set_num_threads(engine_threads(getattr(args, "threads", None)))
     stages: list = []
     if args.pose != "off":
         if module_exists("engines.pose"):
@@ -83,7 +106,7 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
             raise UserError("--no-refine needs the learned lifter (--lifter auto and its weights)")
         stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, smoothing_lag=args.smoothing_lag,
                                 refine=not args.no_refine,
-                                fit_iterations=args.fit_iterations, lifter=lifter, lifter_shape=args.lifter_shape))
+                                fit_iterations=args.fit_iterations, fit_tolerance=args.fit_tolerance, lifter=lifter, lifter_shape=args.lifter_shape))
         stages.append(BodyStage(body_model))
         has_lifter = True
     return stages, body_model, has_lifter

@@ -25,8 +25,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--passes", type=int, default=2, metavar="N",
                         help="runs of each stage alone and of each offline pipeline; the best of them counts "
                              "(the same for both sides of the efficiency; default 2)")
-    parser.add_argument("--torch-threads", type=int, default=None, metavar="N",
-                        help="torch intra-op threads for the whole run (default: torch's own, the core count)")
     parser.add_argument("--no-engine-bench", action="store_true", help="skip engines.*.bench.benchmark()")
     parser.add_argument("--engine-bench-full", action="store_true",
                         help="let the pose benchmark time all its back ends (torch.compile takes minutes on CPU)")
@@ -52,10 +50,10 @@ def run(args) -> int:
     import torch
 
     from stream import bench
-    from stream.commands._common import SAMPLE_CLIP, engine_stages, open_input
+    from stream.commands._common import SAMPLE_CLIP, engine_stages, engine_threads, open_input
     from stream.publisher import Publisher
 
-    torch.set_num_threads(max(1, args.torch_threads or torch.get_num_threads()))
+    torch.set_num_threads(engine_threads(args.threads))
     path = args.input or str(SAMPLE_CLIP)
     _, body_model, _ = engine_stages(argparse_copy(args, pose="off"))
     result = {"input": path, "machine": {"cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
