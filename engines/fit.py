@@ -489,6 +489,27 @@ class BodyFitter:
             damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)
         return theta
 
+    def _restart_from_anchor(self, theta: Tensor, betas: Tensor, data: dict, anchor, warm: Tensor, place) -> Tensor:
+        """Where the lifter's answer (translation solved in closed form) has a lower energy than
+        the previous frame's fit, start from it instead. A warm start that once slid into a wrong
+        minimum (a body turned upside down after a bad frame) would otherwise carry it on: the
+        temporal term holds it there and the anchor's pull on a half-turned joint is weak.
+        theta (P,75); warm (P,) people started from their previous frame. Returns theta (P,75)."""
+        count = theta.shape[0]
+        orient, pose = anchor[0].to(theta.dtype), anchor[1].to(theta.dtype)
+        lifted = torch.cat([orient, pose.reshape(count, -1), place(orient, pose)], 1)
+        energies = []
+        for start in (theta, lifted):
+            scored = dict(data)
+            scored["prior_mean"], scored["prior_whiten"] = self.pose_prior.component(start[:, 3:72])
+            energies.append(self._energy(start, betas, scored, use_2d=True))
+        switch = warm & torch.isfinite(energies[1]) & (energies[1] < energies[0])
+        if not bool(switch.any()):
+            return theta
+        theta = torch.where(switch[:, None], lifted, theta)
+        data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(theta[:, 3:72])
+        return theta
+
     # -- public -------------------------------------------------------------------------
     def fit(
         self,
@@ -602,6 +623,8 @@ class BodyFitter:
             data["prev_rot"] = torch.where(have_previous[:, None, None, None], torch.nan_to_num(prev_rot), identity)
             data["prev_transl"] = torch.where(have_previous[:, None], torch.nan_to_num(previous[2].to(dtype)), zero_t)
             data["sqrt_wprev"] = torch.where(have_previous, math.sqrt(w.temporal_pose), 0.0).to(dtype)
+            if anchor is not None:
+                theta = self._restart_from_anchor(theta, betas, data, anchor, have_previous, place)
         all_people = torch.ones(count, dtype=torch.bool, device=device)
         theta = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
 

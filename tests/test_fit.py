@@ -155,3 +155,30 @@ def test_fit_tolerance_stops_early_at_nearly_the_same_answer(model, poser):
     assert 1 <= early.iterations_run < 12
     assert (quick.reprojection_px - full.reprojection_px).abs().max() < 0.2, (quick.reprojection_px, full.reprojection_px)
     assert (quick.energy <= 1.02 * full.energy + 1e-6).all(), (quick.energy, full.energy)
+
+
+def test_fit_leaves_a_wrong_warm_start_for_the_lifters_answer(model, poser, monkeypatch):
+    """A previous frame that went wrong (the body turned half a turn) must not hold the fit there
+    when the lifter's answer explains the keypoints better: the fit restarts from the anchor."""
+    from engines.fit import ANCHORED_WEIGHTS
+
+    orient, pose, betas, transl = _people(model, 1, seed=8)
+    out = model(orient, pose, betas, transl)
+    keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
+    half_turn = axis_angle_to_matrix(torch.tensor([[0.0, math.pi, 0.0]]))
+    turned = matrix_to_axis_angle(axis_angle_to_matrix(orient) @ half_turn)
+    previous = (turned, pose.clone(), transl.clone())
+    anchor = (orient + 0.05, pose + 0.05)
+
+    def orientation_error_deg(result):
+        relative = axis_angle_to_matrix(result.global_orient).transpose(1, 2) @ axis_angle_to_matrix(orient)
+        return math.degrees(matrix_to_axis_angle(relative).norm())
+
+    fitter = BodyFitter(poser, ANCHORED_WEIGHTS, iterations=6)
+    result = fitter.fit(keypoints, INTRINSICS, betas, anchor=anchor, previous=previous)
+    assert orientation_error_deg(result) < 15
+    assert result.reprojection_px.item() < 3.0
+    # Without the restart the same fit stays turned away.
+    monkeypatch.setattr(BodyFitter, "_restart_from_anchor", lambda self, theta, *args: theta)
+    stuck = fitter.fit(keypoints, INTRINSICS, betas, anchor=anchor, previous=previous)
+    assert orientation_error_deg(stuck) > 60

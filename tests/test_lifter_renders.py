@@ -140,3 +140,12 @@ def test_merged_sample_sets_keep_every_clip_apart(tmp_path):
     assert np.array_equal(merged["clip"], np.concatenate([first["clip"], second["clip"] + 2]))
     assert np.array_equal(merged["keypoints"], np.concatenate([first["keypoints"], second["keypoints"]]))
     assert json.loads(str(np.load(tmp_path / "ab" / "samples.npz")["meta"]))["clips"] == 5
+    # A set merged by an older version (no clip count in its meta) can be merged again: its
+    # clips are counted from its largest clip id.
+    with np.load(tmp_path / "ab" / "samples.npz") as data:
+        arrays = {key: data[key] for key in data.files if key != "meta"}
+    (tmp_path / "old").mkdir()
+    np.savez(tmp_path / "old" / "samples.npz", meta=np.array(json.dumps({"merged": []})), **arrays)
+    assert merge_samples([tmp_path / "old", tmp_path / "a"], tmp_path / "again") == 14
+    again = load_samples(tmp_path / "again")
+    assert np.array_equal(again["clip"][9:], first["clip"] + int(merged["clip"].max()) + 1)

@@ -56,8 +56,10 @@ def merge_samples(folders: list[str | Path], out: str | Path) -> int:
                 if key != "meta":
                     values = data[key] + offset if key == "clip" else data[key]
                     arrays.setdefault(key, []).append(values)
+            # Sets merged by an older version recorded no clip count: their largest id + 1.
+            clips = int(meta["clips"]) if "clips" in meta else int(data["clip"].max()) + 1
         metas.append(meta)
-        offset += int(meta["clips"])
+        offset += clips
     if not metas:
         raise ValueError("no samples to merge")
     merged = {key: np.ascontiguousarray(np.concatenate(values)) for key, values in arrays.items()}
