@@ -96,6 +96,33 @@ def test_heatmap_refinement_moves_points_to_the_confident_peak_only():
     np.testing.assert_allclose(out[1], xy[1])
 
 
+def _refine_one_at_a_time(xy_norm, logits, kernel=geo.HEATMAP_KERNEL, min_confidence=geo.HEATMAP_MIN_CONFIDENCE):
+    """The refinement written out landmark by landmark, as MediaPipe's calculator loops."""
+    height, width, count = logits.shape
+    out = np.array(xy_norm, dtype=np.float64, copy=True)
+    half = (kernel - 1) // 2
+    for index in range(count):
+        col, row = int(out[index, 0] * width), int(out[index, 1] * height)
+        if not (0 <= col < width and 0 <= row < height):
+            continue
+        rows = slice(max(0, row - half), min(height, row + half + 1))
+        cols = slice(max(0, col - half), min(width, col + half + 1))
+        window = geo.sigmoid(logits[rows, cols, index])
+        if window.max() >= min_confidence and window.sum() > 0:
+            rr, cc = np.mgrid[rows, cols]
+            out[index] = (cc * window).sum() / width / window.sum(), (rr * window).sum() / height / window.sum()
+    return out
+
+
+def test_heatmap_refinement_equals_the_landmark_by_landmark_definition():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(-1.0, 3.0, size=(64, 64, 39)).astype(np.float32)
+    # Landmarks anywhere, including on the edges (cut windows), outside the crop and negative.
+    xy = rng.uniform(-0.1, 1.1, size=(39, 2))
+    xy[:4] = [[0.0, 0.0], [0.999, 0.5], [0.5, 1.0], [-0.01, 0.5]]
+    np.testing.assert_allclose(geo.refine_from_heatmap(xy, logits), _refine_one_at_a_time(xy, logits), atol=1e-12)
+
+
 def test_one_euro_follows_fast_motion_and_damps_jitter():
     still = OneEuro(min_cutoff=0.05, beta=80.0)
     rng = np.random.default_rng(0)

@@ -236,20 +236,29 @@ def refine_from_heatmap(xy_norm: np.ndarray, heatmap_logits: np.ndarray, kernel:
     height, width, count = heatmap_logits.shape
     out = np.array(xy_norm, dtype=np.float64, copy=True)
     half = (kernel - 1) // 2
-    confidence = sigmoid(heatmap_logits)
-    for index in range(count):
-        col = int(out[index, 0] * width)   # truncation toward zero, as MediaPipe's int cast
-        row = int(out[index, 1] * height)
-        if col < 0 or col >= width or row < 0 or row >= height:
-            continue
-        rows = slice(max(0, row - half), min(height, row + half + 1))
-        cols = slice(max(0, col - half), min(width, col + half + 1))
-        window = confidence[rows, cols, index]
-        total = window.sum()
-        if window.max() >= min_confidence and total > 0:
-            rr, cc = np.mgrid[rows, cols]
-            out[index, 0] = (cc * window).sum() / width / total
-            out[index, 1] = (rr * window).sum() / height / total
+    # 1. Each landmark's cell (truncation toward zero, as MediaPipe's int cast); those outside
+    #    the heatmap keep their position.
+    cols = np.trunc(out[:, 0] * width).astype(np.int64)
+    rows = np.trunc(out[:, 1] * height).astype(np.int64)
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    # 2. The kernel window around it, cut at the heatmap's edges: (L, k, k) cell indices.
+    offsets = np.arange(-half, half + 1)
+    window_rows = rows[:, None, None] + offsets[None, :, None]
+    window_cols = cols[:, None, None] + offsets[None, None, :]
+    valid = ((window_rows >= 0) & (window_rows < height) & (window_cols >= 0) & (window_cols < width)
+             & inside[:, None, None])
+    # 3. Confidence (sigmoid of the logits) in the windows only.
+    landmark = np.broadcast_to(np.arange(count)[:, None, None], valid.shape)
+    logits = heatmap_logits[np.clip(window_rows, 0, height - 1), np.clip(window_cols, 0, width - 1), landmark]
+    window = np.where(valid, sigmoid(logits), 0.0)
+    total = window.sum(axis=(1, 2))
+    # 4. The confidence-weighted mean cell where the window is confident enough.
+    refine = inside & (window.max(axis=(1, 2)) >= min_confidence) & (total > 0)
+    safe_total = np.where(total > 0, total, 1.0)
+    mean_col = (window * window_cols).sum(axis=(1, 2)) / safe_total
+    mean_row = (window * window_rows).sum(axis=(1, 2)) / safe_total
+    out[:, 0] = np.where(refine, mean_col / width, out[:, 0])
+    out[:, 1] = np.where(refine, mean_row / height, out[:, 1])
     return out
 
 

@@ -42,6 +42,10 @@ def add_engine_arguments(parser) -> None:
     group.add_argument("--fit-tolerance", type=float, default=0.003, metavar="FRACTION",
                        help="stop a person's fit once an iteration lowers its energy by less than this "
                             "fraction (default 0.003; 0 runs every iteration)")
+    group.add_argument("--fit-anchor", type=float, default=None, metavar="WEIGHT",
+                       help="weight of the learned lifter's pose in the fit (default 200: the body follows the "
+                            "keypoints closely, for overlays; 1000 trusts the lifter's 3D pose more: better 3D "
+                            "joints, looser 2D fit; docs/accuracy.md)")
     group.add_argument("--lifter", choices=("auto", "off"), default="auto",
                        help="auto: the learned lifter anchors the body fit (default); off: the fit alone")
     group.add_argument("--lifter-shape", action="store_true",
@@ -102,11 +106,14 @@ def engine_stages(args, lifter_wanted: bool = True) -> tuple[list, object, bool]
         lifter = load_lifter_for(args.lifter, body_model, device=args.device, backend=args.backend)
         if lifter is not None and args.lifter_shape:
             stages[0].keep_masks = True  # the lifter's shape network reads the person masks
+        if args.fit_anchor is not None and args.fit_anchor < 0:
+            raise UserError(f"--fit-anchor must be at least 0, got {args.fit_anchor}")
         if lifter is None and args.no_refine:
             raise UserError("--no-refine needs the learned lifter (--lifter auto and its weights)")
         stages.append(LiftStage(body_model, fov_deg=args.fov, smoothing=args.smoothing, smoothing_lag=args.smoothing_lag,
                                 refine=not args.no_refine,
-                                fit_iterations=args.fit_iterations, fit_tolerance=args.fit_tolerance, lifter=lifter, lifter_shape=args.lifter_shape))
+                                fit_iterations=args.fit_iterations, fit_tolerance=args.fit_tolerance,
+                                fit_anchor=args.fit_anchor, lifter=lifter, lifter_shape=args.lifter_shape))
         stages.append(BodyStage(body_model))
         has_lifter = True
     return stages, body_model, has_lifter
