@@ -9,7 +9,8 @@ Steps:
 1. Data: the standing set of tools/make_synthetic.py (seed 0, 6 clips of 60 frames, held-out
    motions) in OUT/data, made once and reused when it is already there.
 2. Runs: every configuration (the stage ablations of issue 5: lifter alone, lifter +
-   refinement, + smoothing, and the fit without the lifter) runs `meshstream process` as a real
+   refinement, + smoothing, and the fit without the lifter; then the fit trusting the lifter's
+   3D pose more, ``--fit-anchor 1000``) runs `meshstream process` as a real
    subprocess on every clip, with the clip's true horizontal field of view (a calibrated camera;
    from the ground truth's intrinsics) and vertices stored, into OUT/runs/<configuration>/.
 3. Scores: `meshstream eval OUT/runs/<configuration> OUT/data --json` per configuration.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +37,8 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "lifter + refinement": ["--smoothing", "none"],
     "lifter + refinement + smoothing (default)": [],
     "refinement without the lifter": ["--lifter", "off", "--smoothing", "none"],
+    "lifter + refinement, --fit-anchor 1000": ["--fit-anchor", "1000", "--smoothing", "none"],
+    "lifter + refinement + smoothing, --fit-anchor 1000": ["--fit-anchor", "1000"],
 }
 
 COLUMNS = [("detection %", "detection_rate", "pct"), ("FP", "false_positives", "{:d}"),
@@ -73,7 +77,7 @@ def true_fov_deg(ground_truth: Path) -> float:
 
 def run_configuration(name: str, extra: list[str], videos: list[Path], runs: Path, data: Path) -> dict:
     """Steps 2-3 for one configuration: process every clip, then eval. Returns eval's JSON."""
-    folder = runs / name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
+    folder = runs / re.sub(r"[^A-Za-z0-9]+", "_", name.replace("+", "plus")).strip("_")
     folder.mkdir(parents=True, exist_ok=True)
     for video in videos:
         fov = true_fov_deg(video.with_suffix(".npz"))
