@@ -195,3 +195,40 @@ def test_shipped_lifter_recovers_held_out_poses_from_exact_keypoints(body_model)
     print(f"exact keypoints: PA-MPJPE {pa:.1f} mm, MPJPE {full:.1f} mm")
     assert pa < EXACT_PA_MPJPE_BOUND_MM, f"PA-MPJPE {pa:.1f} mm"
     assert full < EXACT_MPJPE_BOUND_MM, f"MPJPE {full:.1f} mm"
+
+
+@pytest.mark.skipif(not ASSET_PATH.is_file(), reason="no trained lifter weights")
+def test_mirror_averaged_lifting_answers_a_mirror_image_with_the_mirrored_body():
+    """With mirror averaging, lifting a person's mirror image gives exactly the mirror of the
+    body lifted from the person (the two answers averaged are the same pair); the plain lifter
+    does not have that symmetry."""
+    from engines.lift.synthetic import mirror_pose
+    from engines.skeleton import BLAZEPOSE_MIRROR
+
+    rng = np.random.default_rng(5)
+    intrinsics = _intrinsics()
+    cx = float(intrinsics[0, 2])
+    keypoints = torch.zeros(2, 33, 3)
+    keypoints[..., 0] = torch.from_numpy(rng.uniform(500, 760, (2, 33))).float()
+    keypoints[..., 1] = torch.from_numpy(rng.uniform(150, 650, (2, 33))).float()
+    keypoints[..., 2] = 0.9
+    boxes = torch.cat([keypoints[..., :2].amin(1), keypoints[..., :2].amax(1)], 1)
+    world = torch.from_numpy(rng.normal(0, 0.3, (2, 33, 3))).float()
+    mirrored = keypoints[:, list(BLAZEPOSE_MIRROR)].clone()
+    mirrored[..., 0] = 2 * cx - mirrored[..., 0]
+    mirrored_boxes = torch.stack([2 * cx - boxes[:, 2], boxes[:, 1], 2 * cx - boxes[:, 0], boxes[:, 3]], 1)
+    mirrored_world = world[:, list(BLAZEPOSE_MIRROR)] * torch.tensor([-1.0, 1.0, 1.0])
+
+    def asymmetry(lifter):
+        a = lifter(keypoints, boxes, intrinsics, world)
+        b = lifter(mirrored, mirrored_boxes, intrinsics, mirrored_world)
+        pose_a = torch.cat([a.global_orient[:, None], a.body_pose], 1)
+        pose_b = mirror_pose(torch.cat([b.global_orient[:, None], b.body_pose], 1))
+        return float((pose_a - pose_b).abs().max())
+
+    averaged = Lifter.load()
+    plain = Lifter.load()
+    plain.mirror_average = False
+    assert averaged.mirror_average
+    assert asymmetry(averaged) < 1e-3
+    assert asymmetry(plain) > 10 * asymmetry(averaged)

@@ -74,6 +74,6 @@ def lifter_spec(network: LiftNetwork) -> NetworkSpec:
 
 
 def create_lifter_engine(network: LiftNetwork, backend: str = "auto", device: str | torch.device = "cpu", *,
-                         fp16: bool = False, max_batch: int = 8, strict: bool = False) -> Engine:
+                         fp16: bool = False, max_batch: int = 16, strict: bool = False) -> Engine:
     """An engine running ``network`` (see :func:`engines.backends.create_engine` for the chain)."""
     return create_engine(lifter_spec(network), backend, device, fp16=fp16, max_batch=max_batch, strict=strict)

@@ -104,15 +104,21 @@ class Lifter:
     backend: "auto" (CPU: eager; CUDA: TensorRT -> torch.compile -> eager), "eager", "compile"
     or "tensorrt" (see :func:`engines.lift.engine.create_lifter_engine`); the engine that runs
     is ``self.engine`` (``self.engine.backend`` says which).
+
+    mirror_average: also lift each person's left/right mirror image (the keypoints reflected
+    about the principal point's column, left and right swapped) and average the two answers'
+    joint rotations, the mirrored one reflected back (test-time augmentation; one batch of 2P).
     """
 
     def __init__(self, network: LiftNetwork, device: str | torch.device = "cpu", metadata: dict | None = None,
-                 backend: str = "auto", fp16: bool = False, threads: int | None = 1) -> None:
+                 backend: str = "auto", fp16: bool = False, threads: int | None = 1,
+                 mirror_average: bool = True) -> None:
         """threads: torch intra-op threads while lifting (default 1: a small network on a few
         people, see :func:`engines.backends.intra_op_threads`); None leaves torch's setting."""
         from engines.lift.engine import create_lifter_engine
 
         self.threads = threads
+        self.mirror_average = mirror_average
         self.network = network.to(device).eval()
         self.device = torch.device(device)
         self.metadata = metadata or {}
@@ -193,8 +199,52 @@ class Lifter:
         transl = torch.full((count, 3), float("nan"), device=self.device)
         if bool(valid.any()):
             index = torch.nonzero(valid, as_tuple=False).reshape(-1)
-            out = self.engine(torch.nan_to_num(keypoints[index], nan=0.0), boxes[index],
-                              intrinsics.expand(len(index), 3, 3), world_t[index], world_present[index],
-                              masks_t[index], mask_present[index])
+            inputs = (torch.nan_to_num(keypoints[index], nan=0.0), boxes[index], intrinsics.expand(len(index), 3, 3),
+                      world_t[index], world_present[index], masks_t[index], mask_present[index])
+            if self.mirror_average:
+                out = _mirror_averaged(self.engine, inputs)
+            else:
+                out = self.engine(*inputs)
             orient[index], pose[index], betas[index], transl[index] = out[0], out[1], out[2], out[3]
         return LiftResult(orient, pose, betas, transl, valid)
+
+
+def _mirror_averaged(engine, inputs: tuple) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The engine's answer for P people averaged with the answer for their mirror images.
+
+    Steps: 1. reflect the inputs about the principal point's column (u -> 2 cx - u; world
+    landmarks x -> -x; boxes and masks flipped) and swap left and right (BlazePose's mirror
+    table); 2. lift the 2P people in one batch; 3. reflect the mirrored answers back (SMPL's mirror
+    table, axis-angle (x, -y, -z)); 4. average each joint's two rotation matrices and project the
+    mean onto the rotations (SVD), and the betas. The translation is the original's (averaging
+    in the mirror's made it worse: 219 -> 232 mm on tools/eval_lifter.py).
+    """
+    from engines.lift.synthetic import mirror_pose
+    from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+    from engines.skeleton import BLAZEPOSE_MIRROR
+
+    keypoints, boxes, intrinsics, world, world_present, masks, mask_present = inputs
+    count = keypoints.shape[0]
+    # 1. The mirror images.
+    cx = intrinsics[:, 0, 2]
+    swap = list(BLAZEPOSE_MIRROR)
+    mirrored_keypoints = keypoints[:, swap].clone()
+    mirrored_keypoints[..., 0] = 2.0 * cx[:, None] - mirrored_keypoints[..., 0]
+    mirrored_boxes = torch.stack([2.0 * cx - boxes[:, 2], boxes[:, 1], 2.0 * cx - boxes[:, 0], boxes[:, 3]], 1)
+    mirrored_world = world[:, swap] * torch.tensor([-1.0, 1.0, 1.0], dtype=world.dtype, device=world.device)
+    # 2. One batch.
+    out = engine(torch.cat([keypoints, mirrored_keypoints]), torch.cat([boxes, mirrored_boxes]),
+                 torch.cat([intrinsics, intrinsics]), torch.cat([world, mirrored_world]),
+                 torch.cat([world_present, world_present]), torch.cat([masks, masks.flip(-1)]),
+                 torch.cat([mask_present, mask_present]))
+    orient, pose, betas, transl = out[0], out[1], out[2], out[3]
+    # 3. The mirrored answers reflected back.
+    axis_angles = torch.cat([orient[:, None], pose], 1)
+    back = mirror_pose(axis_angles[count:])
+    # 4. Averages.
+    mean = 0.5 * (axis_angle_to_matrix(axis_angles[:count]) + axis_angle_to_matrix(back))
+    u, _, vh = torch.linalg.svd(mean)
+    sign = torch.sign(torch.linalg.det(u @ vh))
+    u = torch.cat([u[..., :2], u[..., 2:] * sign[..., None, None]], -1)
+    averaged = matrix_to_axis_angle(u @ vh)
+    return averaged[:, 0], averaged[:, 1:], 0.5 * (betas[:count] + betas[count:]), transl[:count]
