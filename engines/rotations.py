@@ -26,10 +26,13 @@ def skew(vectors: Tensor) -> Tensor:
     key = (vectors.dtype, vectors.device)
     generator = _SKEW_GENERATORS.get(key)
     if generator is None:
-        generator = torch.zeros(3, 9, dtype=vectors.dtype, device=vectors.device)
-        # rows x, y, z; columns the row-major entries of [[0, -z, y], [z, 0, -x], [-y, x, 0]]
-        for axis, entry, sign in ((2, 1, -1.0), (1, 2, 1.0), (2, 3, 1.0), (0, 5, -1.0), (1, 6, -1.0), (0, 7, 1.0)):
-            generator[axis, entry] = sign
+        # Made outside inference mode even when first asked for inside it: a cached inference
+        # tensor could never take part in autograd afterwards.
+        with torch.inference_mode(False):
+            generator = torch.zeros(3, 9, dtype=vectors.dtype, device=vectors.device)
+            # rows x, y, z; columns the row-major entries of [[0, -z, y], [z, 0, -x], [-y, x, 0]]
+            for axis, entry, sign in ((2, 1, -1.0), (1, 2, 1.0), (2, 3, 1.0), (0, 5, -1.0), (1, 6, -1.0), (0, 7, 1.0)):
+                generator[axis, entry] = sign
         _SKEW_GENERATORS[key] = generator
     return (vectors @ generator).reshape(vectors.shape + (3,))
 

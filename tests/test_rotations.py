@@ -74,3 +74,14 @@ def test_skew_is_the_cross_product_and_shared_terms_match_separate_functions():
     assert torch.allclose(left, R.left_jacobian(vectors), atol=1e-12)
     # Rodrigues against the matrix exponential of the cross-product matrix.
     assert torch.allclose(matrix, torch.linalg.matrix_exp(R.skew(vectors)), atol=1e-9)
+
+
+def test_rotations_first_used_in_inference_mode_still_differentiate_afterwards():
+    # The pipeline skins bodies under inference mode; training in the same process needs
+    # gradients through the same functions later (their cached constants must not be inference tensors).
+    R._SKEW_GENERATORS.clear()
+    with torch.inference_mode():
+        R.axis_angle_to_matrix(torch.zeros(2, 3))
+    axis_angle = torch.randn(2, 3, requires_grad=True)
+    R.axis_angle_to_matrix(axis_angle).sum().backward()
+    assert axis_angle.grad is not None and torch.isfinite(axis_angle.grad).all()
