@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 from engines.backends import intra_op_threads
-from engines.rotations import axis_angle_to_matrix, left_jacobian, matrix_and_left_jacobian, matrix_to_axis_angle, skew
+from engines.rotations import (axis_angle_to_matrix, left_jacobian, matrix_and_left_jacobian, matrix_to_axis_angle,
+                               nearest_rotation, skew)
 
 # BlazePose keypoint indices used here.
 _LEFT_SHOULDER, _RIGHT_SHOULDER, _LEFT_HIP, _RIGHT_HIP = 11, 12, 23, 24
@@ -126,11 +127,7 @@ def kabsch_rotation(source: Tensor, target: Tensor, weights: Tensor | None = Non
     s = source - (w * source).sum(1, keepdim=True)
     t = target - (w * target).sum(1, keepdim=True)
     cov = (w * t).transpose(1, 2) @ s  # (P,3,3) target x source
-    u, _, vh = torch.linalg.svd(cov)
-    det = torch.det(u @ vh)
-    fix = torch.ones_like(cov[..., 0])
-    fix[:, 2] = torch.sign(det) + (det == 0).to(det.dtype)
-    return u @ torch.diag_embed(fix) @ vh
+    return nearest_rotation(cov)
 
 
 def solve_translation(points: Tensor, keypoints: Tensor, weights: Tensor, intrinsics: Tensor) -> Tensor:

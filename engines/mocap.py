@@ -391,12 +391,8 @@ def fit_rotation(rest_directions: Tensor, directions: Tensor, weights: Tensor) -
 
     rest_directions u: (K, 3); directions d: (F, K, 3); weights: (K,). Returns (F, 3, 3).
     """
-    covariance = torch.einsum("k,ki,fkj->fij", weights, rest_directions, directions)  # sum w u d^T
-    u, _, vh = torch.linalg.svd(covariance)
-    v = vh.transpose(-1, -2)
-    det = torch.det(v @ u.transpose(-1, -2))
-    fix = torch.diag_embed(torch.stack([torch.ones_like(det), torch.ones_like(det), det], dim=-1))
-    return v @ fix @ u.transpose(-1, -2)
+    covariance = torch.einsum("k,fki,kj->fij", weights, directions, rest_directions)  # sum w d u^T
+    return rotations.nearest_rotation(covariance)
 
 
 @dataclass

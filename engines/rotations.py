@@ -86,6 +86,16 @@ def matrix_and_left_jacobian(axis_angle: Tensor) -> tuple[Tensor, Tensor]:
             _left_jacobian_from_parts(angle_sq, angle, sin, cos, k, k_sq, eye))
 
 
+def nearest_rotation(matrix: Tensor) -> Tensor:
+    """The rotation closest to ``matrix`` in the Frobenius norm, (..., 3, 3) -> (..., 3, 3):
+    U diag(1, 1, det(U V^T)) V^T from its SVD U S V^T (a reflection is turned into the nearest
+    proper rotation). The projection Kabsch's and Umeyama's alignments end with; also the mean
+    of rotation matrices projected back onto the rotations."""
+    u, _, vh = torch.linalg.svd(matrix)
+    sign = torch.sign(torch.linalg.det(u @ vh))
+    return torch.cat([u[..., :2], u[..., 2:] * sign[..., None, None]], -1) @ vh
+
+
 def matrix_to_quaternion(matrix: Tensor) -> Tensor:
     """(..., 3, 3) -> (..., 4) unit quaternion (w, x, y, z) with w >= 0.
 

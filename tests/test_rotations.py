@@ -85,3 +85,14 @@ def test_rotations_first_used_in_inference_mode_still_differentiate_afterwards()
     axis_angle = torch.randn(2, 3, requires_grad=True)
     R.axis_angle_to_matrix(axis_angle).sum().backward()
     assert axis_angle.grad is not None and torch.isfinite(axis_angle.grad).all()
+
+
+def test_nearest_rotation_keeps_rotations_and_turns_reflections_into_rotations():
+    g = torch.Generator().manual_seed(1)
+    rotation = R.axis_angle_to_matrix(torch.randn(4, 3, generator=g, dtype=torch.float64))
+    assert torch.allclose(R.nearest_rotation(rotation), rotation, atol=1e-12)
+    noisy = R.nearest_rotation(rotation + 0.05 * torch.randn(4, 3, 3, generator=g, dtype=torch.float64))
+    assert torch.allclose(noisy.transpose(1, 2) @ noisy, torch.eye(3, dtype=torch.float64).expand(4, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(noisy), torch.ones(4, dtype=torch.float64))
+    reflected = R.nearest_rotation(torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)))
+    assert torch.isclose(torch.linalg.det(reflected), torch.tensor(1.0, dtype=torch.float64))

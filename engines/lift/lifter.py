@@ -19,6 +19,9 @@ from torch import Tensor
 
 from engines.lift.camera import square_boxes
 from engines.lift.network import MASK_SIZE, NUM_KEYPOINTS, LiftNetwork
+from engines.lift.synthetic import mirror_pose
+from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle, nearest_rotation
+from engines.skeleton import BLAZEPOSE_MIRROR
 
 ASSET_PATH = Path(__file__).resolve().parent / "assets" / "lifter.pt"
 
@@ -29,6 +32,7 @@ VISIBLE_THRESHOLD = 0.5
 MIN_VISIBLE_KEYPOINTS = 8
 MIN_VISIBLE_TORSO = 1
 _TORSO = (11, 12, 23, 24)
+_BLAZEPOSE_SWAP = list(BLAZEPOSE_MIRROR)  # keypoint i of a mirror image is keypoint _BLAZEPOSE_SWAP[i]
 
 
 @dataclass
@@ -219,15 +223,11 @@ def _mirror_averaged(engine, inputs: tuple) -> tuple[Tensor, Tensor, Tensor, Ten
     mean onto the rotations (SVD), and the betas. The translation is the original's (averaging
     in the mirror's made it worse: 219 -> 232 mm on tools/eval_lifter.py).
     """
-    from engines.lift.synthetic import mirror_pose
-    from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-    from engines.skeleton import BLAZEPOSE_MIRROR
-
     keypoints, boxes, intrinsics, world, world_present, masks, mask_present = inputs
     count = keypoints.shape[0]
     # 1. The mirror images.
     cx = intrinsics[:, 0, 2]
-    swap = list(BLAZEPOSE_MIRROR)
+    swap = _BLAZEPOSE_SWAP
     mirrored_keypoints = keypoints[:, swap].clone()
     mirrored_keypoints[..., 0] = 2.0 * cx[:, None] - mirrored_keypoints[..., 0]
     mirrored_boxes = torch.stack([2.0 * cx - boxes[:, 2], boxes[:, 1], 2.0 * cx - boxes[:, 0], boxes[:, 3]], 1)
@@ -243,8 +243,5 @@ def _mirror_averaged(engine, inputs: tuple) -> tuple[Tensor, Tensor, Tensor, Ten
     back = mirror_pose(axis_angles[count:])
     # 4. Averages.
     mean = 0.5 * (axis_angle_to_matrix(axis_angles[:count]) + axis_angle_to_matrix(back))
-    u, _, vh = torch.linalg.svd(mean)
-    sign = torch.sign(torch.linalg.det(u @ vh))
-    u = torch.cat([u[..., :2], u[..., 2:] * sign[..., None, None]], -1)
-    averaged = matrix_to_axis_angle(u @ vh)
+    averaged = matrix_to_axis_angle(nearest_rotation(mean))
     return averaged[:, 0], averaged[:, 1:], 0.5 * (betas[:count] + betas[count:]), transl[:count]
