@@ -105,6 +105,8 @@ class FitResult:
     transl: Tensor          # (P, 3) metres, camera frame
     reprojection_px: Tensor  # (P,) visibility-weighted mean pixel distance after the fit
     energy: Tensor          # (P,) final energy
+    iterations: int = 0     # Levenberg-Marquardt iterations the final stage ran (fewer than
+                            # asked when every person converged: the tolerance)
     extras: dict = field(default_factory=dict)
 
 
@@ -202,8 +204,6 @@ class GaussianPosePrior:
         return self.means[best], self.whiten[best]
 
 
-
-
 class BodyFitter:
     """Batched SMPLify-style fit of a body model's landmarks to keypoints (Levenberg-Marquardt).
 
@@ -243,7 +243,6 @@ class BodyFitter:
         self.iterations = iterations
         self.cold_iterations = cold_iterations
         self.tolerance = tolerance
-        self.iterations_run = 0  # LM iterations of the last call's final stage (diagnostics)
 
     # -- landmarks and their Jacobian ------------------------------------------------------
     def _landmarks(self, theta: Tensor, betas: Tensor) -> Tensor:
@@ -440,8 +439,10 @@ class BodyFitter:
             energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
         return energy
 
-    def _levenberg_marquardt(self, theta, betas, data, iterations: int, use_2d: bool, active: Tensor) -> Tensor:
-        """Minimise each active person's energy from theta (P,75); inactive rows are returned unchanged."""
+    def _levenberg_marquardt(self, theta, betas, data, iterations: int, use_2d: bool,
+                             active: Tensor) -> tuple[Tensor, int]:
+        """Minimise each active person's energy from theta (P,75); inactive rows are returned
+        unchanged. Returns theta and the iterations run (fewer once every person converged)."""
         damping = torch.full((theta.shape[0],), 1e-3, dtype=theta.dtype, device=theta.device)
         eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
         # The landmarks and their Jacobian at theta are carried over from the accepted candidate:
@@ -452,11 +453,11 @@ class BodyFitter:
                                    else (None, None))
         energy = self._energy(theta, betas, data, use_2d, landmarks, local[0])
         active = active.clone()
-        self.iterations_run = 0
+        ran = 0
         for _ in range(iterations):
             if not bool(active.any()):
                 break
-            self.iterations_run += 1
+            ran += 1
             # 1. Residuals and their exact Jacobian, all people at once (robust weights at theta).
             if not carry:
                 landmarks, landmark_jac = self._landmarks_and_jacobian(theta, betas, local)
@@ -484,7 +485,7 @@ class BodyFitter:
                 active &= ~(better & (energy - candidate_energy <= self.tolerance * energy))
             energy = torch.where(better, candidate_energy, energy)
             damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)
-        return theta
+        return theta, ran
 
     def _restart_from_anchor(self, theta: Tensor, betas: Tensor, data: dict, anchor, warm: Tensor, place) -> Tensor:
         """Where the lifter's answer (translation solved in closed form) has a lower energy than
@@ -495,17 +496,16 @@ class BodyFitter:
         count = theta.shape[0]
         orient, pose = anchor[0].to(theta.dtype), anchor[1].to(theta.dtype)
         lifted = torch.cat([orient, pose.reshape(count, -1), place(orient, pose)], 1)
-        energies = []
-        for start in (theta, lifted):
-            scored = dict(data)
-            scored["prior_mean"], scored["prior_whiten"] = self.pose_prior.component(start[:, 3:72])
-            energies.append(self._energy(start, betas, scored, use_2d=True))
-        switch = warm & torch.isfinite(energies[1]) & (energies[1] < energies[0])
+        scored = dict(data)  # the lifted start scored with its own prior component
+        scored["prior_mean"], scored["prior_whiten"] = self.pose_prior.component(lifted[:, 3:72])
+        warm_energy = self._energy(theta, betas, data, use_2d=True)
+        lifted_energy = self._energy(lifted, betas, scored, use_2d=True)
+        switch = warm & torch.isfinite(lifted_energy) & (lifted_energy < warm_energy)
         if not bool(switch.any()):
             return theta
-        theta = torch.where(switch[:, None], lifted, theta)
-        data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(theta[:, 3:72])
-        return theta
+        data["prior_mean"] = torch.where(switch[:, None], scored["prior_mean"], data["prior_mean"])
+        data["prior_whiten"] = torch.where(switch[:, None, None], scored["prior_whiten"], data["prior_whiten"])
+        return torch.where(switch[:, None], lifted, theta)
 
     # -- public -------------------------------------------------------------------------
     def fit(
@@ -557,8 +557,7 @@ class BodyFitter:
         if anchor is not None:
             orient, pose = anchor[0].to(dtype).clone(), anchor[1].to(dtype).clone()
         else:
-            with torch.no_grad():
-                rest = self._landmarks_of(orient, pose, betas, zero_t)
+            rest = self._landmarks_of(orient, pose, betas, zero_t)
             torso = list(_TORSO)
             if world_landmarks is not None:
                 target = world_landmarks[:, torso].to(dtype)
@@ -574,8 +573,7 @@ class BodyFitter:
 
         # 2. Translation in closed form.
         def place(orient_, pose_):
-            with torch.no_grad():
-                posed = self._landmarks_of(orient_, pose_, betas, zero_t)
+            posed = self._landmarks_of(orient_, pose_, betas, zero_t)
             return solve_translation(posed, keypoints[..., :2], visibility, intrinsics)
 
         if bool(have_previous.all()):
@@ -609,7 +607,7 @@ class BodyFitter:
         theta = torch.cat([orient, pose.reshape(count, -1), transl], 1)
         cold = ~have_previous
         if world_landmarks is not None and cold.any() and self.cold_iterations > 0:
-            theta = self._levenberg_marquardt(theta, betas, data, self.cold_iterations, use_2d=False, active=cold)
+            theta, _ = self._levenberg_marquardt(theta, betas, data, self.cold_iterations, use_2d=False, active=cold)
             moved = place(theta[:, :3], theta[:, 3:72].reshape(count, 23, 3))
             theta = torch.cat([theta[:, :72], torch.where(cold[:, None], moved, theta[:, 72:])], 1)
             data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(theta[:, 3:72])
@@ -623,13 +621,12 @@ class BodyFitter:
             if anchor is not None:
                 theta = self._restart_from_anchor(theta, betas, data, anchor, have_previous, place)
         all_people = torch.ones(count, dtype=torch.bool, device=device)
-        theta = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
+        theta, ran = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
 
-        with torch.no_grad():
-            orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
-            landmarks = self._landmarks_of(orient, pose, betas, transl)
-            dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
-            vis = keypoints[..., 2].clamp(0, 1)
-            reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
-            energy = self._energy(theta, betas, data, use_2d=True, landmarks=landmarks)
-        return FitResult(orient.clone(), pose.clone(), transl.clone(), reprojection, energy)
+        orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
+        landmarks = self._landmarks_of(orient, pose, betas, transl)
+        dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
+        vis = keypoints[..., 2].clamp(0, 1)
+        reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
+        energy = self._energy(theta, betas, data, use_2d=True, landmarks=landmarks)
+        return FitResult(orient.clone(), pose.clone(), transl.clone(), reprojection, energy, ran)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,8 @@ class BodyReconstructor:
             sample clip it raised the fit's error from 3.3 to 9.5 px); the average body is used.
         fit_weights: the fit's energy weights (default: engines.fit.ANCHORED_WEIGHTS with a lifter,
             engines.fit.FitWeights() without).
+        fit_anchor: the anchor weight to use instead of the weights' own (with a lifter: a larger
+            anchor trusts the lifter's 3D pose over the keypoints; `--fit-anchor`).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class BodyReconstructor:
         forget_after_s: float = 2.0,
         lifter_shape: bool = False,
         fit_weights: FitWeights | None = None,
+        fit_anchor: float | None = None,
     ):
         from engines.body.sparse import LandmarkPoser
 
@@ -105,6 +109,8 @@ class BodyReconstructor:
             prior = GaussianPosePrior(PosePrior.load())
         if fit_weights is None:
             fit_weights = ANCHORED_WEIGHTS if lifter is not None else FitWeights()
+        if fit_anchor is not None:
+            fit_weights = dataclasses.replace(fit_weights, anchor=float(fit_anchor))
         self.fitter = BodyFitter(self._poser, fit_weights, pose_prior=prior,
                                  iterations=fit_iterations, tolerance=fit_tolerance)
         self._previous: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}

@@ -328,7 +328,8 @@ class LiftStage(Stage):
     budget_ms = 60.0
 
     def __init__(self, body_model, fov_deg: float = 60.0, smoothing: str = "auto", refine: bool = True,
-                 fit_iterations: int = 6, fit_tolerance: float = 0.003, fit_anchor: float | None = None, lifter=None, lifter_shape: bool = False, smoothing_lag: int | None = None):
+                 fit_iterations: int = 6, fit_tolerance: float = 0.003, fit_anchor: float | None = None,
+                 lifter=None, lifter_shape: bool = False, smoothing_lag: int | None = None):
         from stream.smoothing import RTS_LAG_FRAMES, SMOOTHING_CHOICES
 
         if smoothing not in SMOOTHING_CHOICES:
@@ -363,7 +364,7 @@ class LiftStage(Stage):
                                                smoothing="none" if kind == "rts" else kind,
                                                refine=self.refine, fit_iterations=self.fit_iterations,
                                                fit_tolerance=self.fit_tolerance,
-                                               lifter_shape=self.lifter_shape, fit_weights=self._fit_weights())
+                                               lifter_shape=self.lifter_shape, fit_anchor=self.fit_anchor)
         self.fit_ms = self.reconstructor.warm_up()
         # Live, the fit runs only if this machine affords it within the stage's budget; with a
         # lifter to answer alone, frames are not made late by a fit that cannot keep up.
@@ -372,17 +373,6 @@ class LiftStage(Stage):
         if not self.fit_affordable:
             log.info("lift: the fit takes %.0f ms per person here (budget %.0f ms): live frames use the "
                      "lifter alone; `meshstream process` fits every frame", self.fit_ms, self.budget_ms)
-
-    def _fit_weights(self):
-        """The fit's weights: the reconstructor's default, or with the lifter's anchor at
-        ``fit_anchor`` (a larger anchor trusts the lifter's 3D pose over the keypoints)."""
-        if self.fit_anchor is None or self.lifter is None:
-            return None
-        import dataclasses
-
-        from engines.fit import ANCHORED_WEIGHTS
-
-        return dataclasses.replace(ANCHORED_WEIGHTS, anchor=float(self.fit_anchor))
 
     def _intrinsics(self, frame) -> np.ndarray:
         given = getattr(self.context, "info", {}).get("intrinsics") if hasattr(self, "context") else None

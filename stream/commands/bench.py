@@ -50,10 +50,9 @@ def run(args) -> int:
     import torch
 
     from stream import bench
-    from stream.commands._common import SAMPLE_CLIP, engine_stages, engine_threads, open_input
+    from stream.commands._common import SAMPLE_CLIP, engine_stages, open_input
     from stream.publisher import Publisher
 
-    torch.set_num_threads(engine_threads(args.threads))
     path = args.input or str(SAMPLE_CLIP)
     _, body_model, _ = engine_stages(argparse_copy(args, pose="off"))
     result = {"input": path, "machine": {"cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
