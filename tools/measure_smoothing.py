@@ -107,8 +107,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300, help="frames per clip (from its start)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"| smoothing | ramp lag (frames) | step to 90% (frames) | step overshoot | accel error (mm/frame^2) | "
-          f"MPJPE root-relative (mm) | root error (mm) | lag on mocap (frames) | ms per person-frame |")
+    print("| smoothing | ramp lag (frames) | step to 90% (frames) | step overshoot | accel error (mm/frame^2) | "
+          "MPJPE root-relative (mm) | root error (mm) | lag on mocap (frames) | ms per person-frame |")
     print("|---|---|---|---|---|---|---|---|---|")
     for kind in ("rts", *smoothing.SMOOTHING_KINDS):
         s = synthetic(kind, args.fps)

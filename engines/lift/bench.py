@@ -20,7 +20,6 @@ import math
 import statistics
 import time
 
-import numpy as np
 import torch
 
 

@@ -37,7 +37,7 @@ from torch import Tensor
 from engines.lift.camera import square_boxes
 from engines.lift.network import MASK_SIZE
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from engines.skeleton import BLAZEPOSE_MIRROR, SMPL_MIRROR
+from engines.skeleton import SMPL_MIRROR
 
 HOLDOUT_FILE = Path(__file__).resolve().parent / "holdout.txt"
 
