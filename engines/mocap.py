@@ -617,6 +617,66 @@ def resample(motion: SmplMotion, fps: float) -> SmplMotion:
     return SmplMotion(_float32(pose[:, 0]), _float32(pose[:, 1:]), _float32(transl), float(fps), motion.name, motion.scale)
 
 
+# Low-pass cutoff for the clips' motion, Hz. The optical markers jitter: at 120 fps the joints'
+# second differences are 3-5 times what the same motion shows at 30 fps once scaled by the
+# frame rates (smooth motion would give the same), i.e. mostly content above 15 Hz, which a
+# 30 fps camera cannot see and which decimation would fold into the 30 fps truth. 10 Hz keeps
+# human movement (biomechanics low-passes marker data at 6-10 Hz) and removes that jitter.
+MOCAP_LOWPASS_HZ = 10.0
+
+
+def lowpass(motion: SmplMotion, cutoff_hz: float) -> SmplMotion:
+    """The motion with its content above ``cutoff_hz`` removed, without delay.
+
+    A second-order Butterworth filter run forward then backward (zero phase, fourth order in
+    all) over the translation and over each joint's rotation as a unit quaternion (each put on
+    the hemisphere of the frame before, renormalised after). The ends are padded by reflection.
+    Clips of fewer than 10 frames are returned unchanged.
+    """
+    from scipy.signal import butter, filtfilt
+
+    if not 0 < cutoff_hz < motion.fps / 2:
+        raise ValueError(f"cutoff_hz must be in (0, {motion.fps / 2:g}) for {motion.fps:g} fps, got {cutoff_hz}")
+    if motion.num_frames < 10:
+        return motion
+    b, a = butter(2, cutoff_hz, fs=motion.fps)
+    pose = np.concatenate([motion.global_orient[:, None], motion.body_pose], 1).astype(np.float64)
+    quats = rotations.axis_angle_to_quaternion(torch.from_numpy(pose)).numpy()
+    flips = np.cumprod(np.where((quats[1:] * quats[:-1]).sum(-1) < 0, -1.0, 1.0), axis=0)
+    quats[1:] *= flips[..., None]
+    padlen = min(3 * max(len(a), len(b)), motion.num_frames - 1)
+    quats = np.ascontiguousarray(filtfilt(b, a, quats, axis=0, padlen=padlen))
+    quats /= np.linalg.norm(quats, axis=-1, keepdims=True)
+    pose = rotations.quaternion_to_axis_angle(torch.from_numpy(quats)).numpy()
+    transl = filtfilt(b, a, motion.transl.astype(np.float64), axis=0, padlen=padlen)
+    return SmplMotion(_float32(pose[:, 0]), _float32(pose[:, 1:]), _float32(transl), motion.fps, motion.name, motion.scale)
+
+
+def incomplete_leading_frames(clip: BvhClip, tpose_frame: int = 0, min_channels: int = 6) -> int:
+    """How many frames after the T-pose frame start the capture with joints still missing.
+
+    Where the capture had not yet found some markers, the conversion filled their joints with
+    the T-pose's channel values (clip 03_02: both arms held at zero for its first 50 frames,
+    after which they jump into place). Such a frame has at least ``min_channels`` channels
+    exactly equal to the T-pose's that take other values later. Returns the length of
+    the leading run of such frames (0 for a clean clip), counted from the frame after the
+    T-pose.
+    """
+    reference = clip.motion[tpose_frame]
+    frames = np.delete(clip.motion, tpose_frame, axis=0)
+    at_reference = np.abs(frames - reference) < 1e-6                    # (F, C)
+    telling = ~at_reference.all(0)                                       # channels that move later
+    incomplete = at_reference[:, telling].sum(1) >= min_channels
+    if incomplete.all():
+        return 0
+    return int(np.argmin(incomplete))
+
+
+def _frames(motion: SmplMotion, index: slice) -> SmplMotion:
+    return SmplMotion(motion.global_orient[index], motion.body_pose[index], motion.transl[index], motion.fps,
+                      motion.name, motion.scale)
+
+
 # Whole clips held out for validation (lifter, pose prior): a walk, a run, a jump, dance,
 # basketball, swordplay, uneven terrain, climbing. Never train on these.
 HELD_OUT_CLIPS: tuple[str, ...] = (
@@ -684,8 +744,13 @@ def load_clip(
     rest_joints: np.ndarray | None = None,
     fps: float | None = 30.0,
     root: str | Path | None = None,
+    lowpass_hz: float | None = MOCAP_LOWPASS_HZ,
 ) -> tuple[SmplMotion, np.ndarray]:
-    """Read and retarget one clip (an INDEX entry, a trial like "02_01", or a .bvh path).
+    """Read, clean and retarget one clip (an INDEX entry, a trial like "02_01", or a .bvh path).
+
+    Steps: 1. retarget (:func:`retarget`); 2. drop the leading frames whose capture had not
+    started for some joints (:func:`incomplete_leading_frames`); 3. low-pass the motion at
+    ``lowpass_hz`` (:func:`lowpass`; None: keep the marker jitter); 4. resample to ``fps``.
 
     rest_joints: (24, 3) target T-pose joints; None uses the clip's own T-pose (mocap_rest_joints).
     fps: resample to this rate (None keeps 120 fps). Returns (motion, the rest joints used).
@@ -703,6 +768,10 @@ def load_clip(
     tpose_frame = 0 if tpose_first else None
     rest = mocap_rest_joints(bvh) if rest_joints is None else np.asarray(rest_joints, dtype=np.float32)
     motion = retarget(bvh, rest, tpose_frame=tpose_frame)
+    if tpose_frame is not None:
+        motion = _frames(motion, slice(incomplete_leading_frames(bvh, tpose_frame), None))
+    if lowpass_hz is not None:
+        motion = lowpass(motion, lowpass_hz)
     if fps is not None:
         motion = resample(motion, fps)
     return motion, rest

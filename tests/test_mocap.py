@@ -231,3 +231,43 @@ def test_retargeting_onto_the_open_body_model_keeps_limb_directions_and_the_scal
     line = torch.nn.functional.normalize(joints[:, shoulders[0]] - joints[:, shoulders[1]], dim=-1)
     line_mocap = torch.nn.functional.normalize(target[:, shoulders[0]] - target[:, shoulders[1]], dim=-1)
     assert torch.rad2deg(torch.acos((line * line_mocap).sum(-1).clamp(-1, 1))).mean() < 5.0
+
+
+def _wobbling_motion(frames: int = 240, fps: float = 120.0, slow_hz: float = 1.0, jitter_hz: float = 40.0):
+    """A knee bending at slow_hz plus a 0.05 rad wobble at jitter_hz, the root gliding with the same."""
+    t = np.arange(frames) / fps
+    slow = 0.6 * np.sin(2 * np.pi * slow_hz * t)
+    wobble = 0.05 * np.sin(2 * np.pi * jitter_hz * t)
+    body_pose = np.zeros((frames, 23, 3), np.float32)
+    body_pose[:, 3, 0] = slow + wobble                                 # left knee (joint 4)
+    transl = np.stack([0.5 * slow + 0.05 * wobble, np.zeros(frames), np.zeros(frames)], -1).astype(np.float32)
+    return mocap.SmplMotion(np.zeros((frames, 3), np.float32), body_pose, transl, fps), slow
+
+
+def test_lowpass_removes_marker_jitter_and_keeps_the_movement_without_delay():
+    motion, slow = _wobbling_motion()
+    smoothed = mocap.lowpass(motion, 10.0)
+    inner = slice(30, -30)  # away from the padded ends
+    knee = smoothed.body_pose[:, 3, 0].astype(np.float64)
+    # The 40 Hz wobble (0.05 rad) is gone to under 1 %; the 1 Hz bend keeps its amplitude and
+    # its timing (a delay of one 120 fps frame would already be off by 0.031 rad at the zero crossings).
+    assert np.abs(knee - slow)[inner].max() < 0.005
+    assert np.abs(np.asarray(motion.body_pose[:, 3, 0], np.float64) - slow)[inner].max() > 0.04
+    np.testing.assert_allclose(smoothed.transl[inner, 0], 0.5 * slow[inner], atol=0.003)
+    assert smoothed.body_pose.dtype == np.float32 and smoothed.num_frames == motion.num_frames
+    with pytest.raises(ValueError, match="cutoff_hz"):
+        mocap.lowpass(motion, 70.0)
+
+
+def test_clip_whose_arms_start_missing_is_loaded_from_the_first_complete_frame():
+    assert mocap.incomplete_leading_frames(_clip("03_02")) == 50  # both arms held at zero, then in place
+    assert mocap.incomplete_leading_frames(_clip("02_01")) == 0
+    raw, _ = mocap.load_clip("03_02", fps=None, lowpass_hz=None)
+    info = next(c for c in mocap.list_clips("all") if c.trial == "03_02")
+    assert raw.num_frames == info.frames - 1 - 50
+    # Without the trim the arms jumped into place between two 120 fps frames (an 800 mm/frame^2
+    # spike at the hands); from the first complete frame the arms' largest step is a normal one.
+    step = np.abs(np.diff(raw.body_pose[:, 15:21], axis=0)).max()
+    assert step < 0.3, f"largest arm rotation step {step:.3f} rad between 120 fps frames"
+    untrimmed = mocap.retarget(_clip("03_02"), mocap.mocap_rest_joints(_clip("03_02")))
+    assert np.abs(np.diff(untrimmed.body_pose[:, 15:21], axis=0)).max() > 1.0
