@@ -8,7 +8,9 @@ Steps:
    the body model at 30 fps, its first ``--frames`` frames (every ``--stride``-th), one random
    shape, camera and placement per sequence (engines.lift.synthetic.make_sequence), keypoints
    with detector-like noise, dropouts and low visibility for hidden points; world landmarks
-   present in 70 % of frames.
+   present in 70 % of frames. The noise persists from frame to frame as the detector's does
+   (engines.lift.synthetic.DETECTOR_FRAME_CORRELATION, measured by
+   tools/measure_detector_noise.py).
 2. Lifter alone: engines.lift.Lifter on each frame (batched).
 3. Lifter + refinement: engines.fit.BodyFitter per frame with the lifter's answer as anchor and
    its betas held fixed (frames fitted independently, batched; no previous frame).
@@ -35,12 +37,13 @@ if str(ROOT) not in sys.path:
 from engines.lift.metrics import mpjpe, pa_mpjpe, pve  # noqa: E402
 
 
-def held_out_sequences(model, frames: int, stride: int, seed: int, noise: float = 1.0, mocap_folder=None) -> list:
+def held_out_sequences(model, frames: int, stride: int, seed: int, noise: float = 1.0, mocap_folder=None,
+                       frame_correlation: float | None = None) -> list:
     """[(trial, SyntheticBatch)] for each held-out clip (see the module docstring, step 1)."""
     import numpy as np
 
     from engines import mocap
-    from engines.lift.synthetic import SyntheticPeople, make_sequence, read_holdout
+    from engines.lift.synthetic import DETECTOR_FRAME_CORRELATION, SyntheticPeople, make_sequence, read_holdout
 
     rest = model.rest_joints(torch.zeros(1, 10, dtype=model.dtype))[0].double().numpy()
     generator = torch.Generator().manual_seed(seed)
@@ -49,7 +52,8 @@ def held_out_sequences(model, frames: int, stride: int, seed: int, noise: float 
         motion, _ = mocap.load_clip(trial, rest_joints=rest, fps=30.0, root=mocap_folder)
         pose = np.concatenate([motion.global_orient[:, None], motion.body_pose], 1)[: frames * stride : stride]
         transl = motion.transl[: frames * stride : stride]
-        people = SyntheticPeople(model, torch.from_numpy(pose), generator, noise=noise)
+        people = SyntheticPeople(model, torch.from_numpy(pose), generator, noise=noise,
+                                 frame_correlation=DETECTOR_FRAME_CORRELATION if frame_correlation is None else frame_correlation)
         sequences.append((trial, make_sequence(model, people, torch.from_numpy(pose), torch.from_numpy(transl))))
     return sequences
 

@@ -6,7 +6,9 @@ smoothing: MPJPE, PA-MPJPE (mm), acceleration error (mm/frame^2) and the lag it 
 Steps:
 
 1. The same held-out sequences as tools/eval_lifter.py: one person per CMU clip never trained
-   on, 30 fps, detector-like keypoint noise, world landmarks in 70 % of frames.
+   on, 30 fps (engines.mocap.load_clip: leading frames with missing joints dropped, marker
+   jitter low-passed at 10 Hz), detector-like keypoint noise that persists from frame to frame
+   as the detector's does, world landmarks in 70 % of frames.
 2. The body stage once per clip, frame after frame, as the lift stage runs it
    (stream.reconstruct.BodyReconstructor, smoothing "none"): the lifter as anchor, the fit
    warm-started from the previous frame's fit, one shape per track.
@@ -21,9 +23,8 @@ Steps:
    lag included, as it is tied to its previous frame) and the lag the smoothing adds (its
    lag minus the unsmoothed fit's); and the smoothing's own time per person-frame.
 5. A reference row: the ground-truth parameters themselves through the rts smoother. Its
-   acceleration error is the part of the truth's own acceleration (mocap at 30 fps has
-   high-frequency content) that a smoother of that bandwidth takes out: a floor for any
-   smoothing of that strength on these clips.
+   acceleration error is the part of the truth's own acceleration that a smoother of that
+   bandwidth takes out: a floor for any smoothing of that strength on these clips.
 
 :func:`evaluate` returns the table as a dict; ``--json`` prints it.
 """
