@@ -12,7 +12,9 @@ Energy, summed over people (they are independent, so one batched optimisation se
    pixels, weighted by visibility (SMPLify's data term);
 2. world: squared error of the body's hip-centred landmarks to the world landmarks (metres);
 3. anchor: squared distance of the pose to the anchor pose (the regression's answer; Pavlakos
-   et al. 2018 anchor SMPLify on it), on rotation matrices;
+   et al. 2018 anchor SMPLify on it), on rotation matrices; and the anchor's depths: squared
+   difference, along each landmark's viewing ray, of the hip-centred landmarks to the anchor
+   body's (the keypoints say nothing along the rays, so the fit should not move them there);
 4. temporal: squared distance of pose and translation to the previous frame's;
 5. prior: a pose prior's energy (a Gaussian mixture when one is given, else a small L2 on the
    pose plus a penalty on knees and elbows bending the wrong way).
@@ -82,18 +84,24 @@ class FitWeights:
     sigma_px: float = 100.0        # robust scale, pixels
     world: float = 100.0           # per m^2 of hip-centred landmark error (10 cm -> 1)
     anchor: float = 150.0          # per squared Frobenius distance of rotation matrices
+    anchor_depth: float = 0.0      # per m^2 of hip-centred landmark depth (along its ray) off the anchor's
     temporal_pose: float = 20.0    # per squared Frobenius distance to the previous frame
     temporal_transl: float = 1.0e3  # per m^2 of translation change
     prior: float = 0.01            # per unit of squared whitened deviation (nats x 2)
     hinge: float = 100.0           # per rad^2 of knee/elbow bent the wrong way
 
 
-# The weights when a learned lifter anchors the fit (the pipeline's default): a strong anchor and
-# no world-landmark term. The lifter fine-tuned on BlazePose's real outputs already weighs the
-# world landmarks by what they are worth (~12 cm off after the best similarity transform);
-# pulling the body towards them again made 3D worse on the rendered benchmark, while the anchor
-# keeps the lifter's 3D pose and the reprojection term the 2D fit (docs/lifter.md).
-ANCHORED_WEIGHTS = FitWeights(anchor=200.0, world=0.0)
+# The weights when a learned lifter anchors the fit (the pipeline's default): the lifter's depths
+# held along the viewing rays, a light anchor on its rotations, no world-landmark term. The
+# keypoints carry no depth: without the depth term, the fit's corrections to the lifter's pose
+# were all along the rays and made 3D worse on the rendered benchmark (the error in the image
+# plane fell, the error along the rays grew 46 -> 56 mm), and only a stiff rotation anchor (200)
+# held them, at the cost of the 2D fit. With the depths held, a light rotation anchor lets the
+# body follow the keypoints (better 2D on real video) while 3D improves. The lifter fine-tuned on
+# BlazePose's real outputs already weighs the world landmarks by what they are worth (~12 cm off
+# after the best similarity transform); pulling the body towards them again made 3D worse.
+# Chosen on the rendered benchmark and the real clip together (docs/lifter.md has the sweep).
+ANCHORED_WEIGHTS = FitWeights(anchor=80.0, anchor_depth=1000.0, world=0.0)
 
 
 @dataclass
@@ -313,12 +321,16 @@ class BodyFitter:
                 d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]          # (P,33,2,3)
                 jacs.append((d_project @ landmark_jac).reshape(count, -1, landmark_jac.shape[-1]))
         mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
+        centred = landmarks - mid_hip[:, None]
         sqrt_wworld = data["sqrt_wworld"]
-        parts.append(((landmarks - mid_hip[:, None] - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        parts.append(((centred - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+        rays, sqrt_wdepth = data["anchor_rays"], data["sqrt_wdepth"]
+        parts.append(((centred * rays).sum(-1) - data["anchor_depth"]) * sqrt_wdepth[:, None])
         if landmark_jac is not None:
             mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
-            jacs.append(((landmark_jac - mid_jac[:, None]) * sqrt_wworld[..., None, None])
-                        .reshape(count, -1, landmark_jac.shape[-1]))
+            centred_jac = landmark_jac - mid_jac[:, None]                                     # (P,33,3,U)
+            jacs.append((centred_jac * sqrt_wworld[..., None, None]).reshape(count, -1, landmark_jac.shape[-1]))
+            jacs.append((rays[..., None] * centred_jac).sum(2) * sqrt_wdepth[:, None, None])
         return parts, jacs
 
     def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
@@ -327,7 +339,7 @@ class BodyFitter:
         the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their dense Jacobian
         (P,R,75): the reference for :meth:`_normal_equations`, which the iterations use.
 
-        Rows, per person: reprojection 66 (with use_2d), world 99, anchor 216, temporal pose
+        Rows, per person: reprojection 66 (with use_2d), world 99, anchor depth 33, anchor 216, temporal pose
         216, temporal translation 3, prior 69, hinge 4. ``rot``: the joints' rotations (P,24,3,3)
         at theta, if known.
         """
@@ -381,7 +393,7 @@ class BodyFitter:
         """J^T J (P,75,75) and J^T r (P,75) of :meth:`_residuals`, built term by term.
 
         Equal to forming the dense Jacobian (the reference, :meth:`_residuals`) but only the
-        landmark rows (reprojection, world: 165 of ~670) go through a dense product; the other
+        landmark rows (reprojection, world, anchor depth: 198 of ~700) go through a dense product; the other
         terms touch few unknowns each and are added in closed form: the rotation terms are
         block-diagonal over joints (anchor and temporal share one derivative dR, so their blocks
         are (w_anchor + w_prev) dR^T dR), the prior's block is w W^T W for its whitening W, and
@@ -599,6 +611,18 @@ class BodyFitter:
         else:
             data["anchor_rot"] = identity
             data["sqrt_wanchor"] = torch.zeros(count, dtype=dtype, device=device)
+        data["anchor_rays"] = torch.zeros_like(keypoints)
+        data["anchor_depth"] = torch.zeros_like(visibility)
+        data["sqrt_wdepth"] = torch.zeros(count, dtype=dtype, device=device)
+        if anchor is not None and w.anchor_depth > 0:
+            # The anchor body's landmarks, placed on the keypoints: their viewing rays (fixed for
+            # this frame) and their hip-centred depths along them.
+            lifted = self._landmarks_of(anchor[0].to(dtype), anchor[1].to(dtype), betas, zero_t)
+            placed = lifted + solve_translation(lifted, keypoints[..., :2], visibility, intrinsics)[:, None]
+            rays = placed / placed.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+            centred = lifted - 0.5 * (lifted[:, _LEFT_HIP] + lifted[:, _RIGHT_HIP])[:, None]
+            data["anchor_rays"], data["anchor_depth"] = rays, (centred * rays).sum(-1)
+            data["sqrt_wdepth"] = torch.full((count,), math.sqrt(w.anchor_depth), dtype=dtype, device=device)
         data["prev_rot"], data["prev_transl"] = identity, zero_t
         data["sqrt_wprev"] = torch.zeros(count, dtype=dtype, device=device)
         data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(pose)

@@ -9,7 +9,7 @@ import torch
 from engines.body import load_body_model
 from engines.body.random_files import smpl_arrays, write_npz
 from engines.body.sparse import LandmarkPoser, left_jacobian, skew
-from engines.fit import BodyFitter, GaussianPosePrior, project
+from engines.fit import BodyFitter, FitWeights, GaussianPosePrior, project
 from engines.pose_prior import PosePrior
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
@@ -104,8 +104,10 @@ def test_analytic_and_automatic_fits_agree():
     anchor = (orient + 0.1 * torch.randn(count, 3, generator=g), pose + 0.1 * torch.randn(count, 23, 3, generator=g))
     previous = (orient, pose, transl)
     prior = GaussianPosePrior(PosePrior.load())
-    analytic = BodyFitter(poser, pose_prior=prior, iterations=4, cold_iterations=4)
-    automatic = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], pose_prior=prior, iterations=4, cold_iterations=4)
+    weights = FitWeights(anchor_depth=5000.0)  # every term in play
+    analytic = BodyFitter(poser, weights, pose_prior=prior, iterations=4, cold_iterations=4)
+    automatic = BodyFitter(lambda o, p, b, t: poser(o, p, b, t)[0], weights, pose_prior=prior, iterations=4,
+                           cold_iterations=4)
     for kwargs in ({}, {"previous": previous}):
         fast = analytic.fit(keypoints, INTRINSICS, betas, world, anchor, **kwargs)
         slow = automatic.fit(keypoints, INTRINSICS, betas, world, anchor, **kwargs)
@@ -129,7 +131,8 @@ def test_normal_equations_equal_those_of_the_dense_jacobian():
     keypoints, world = _observed(model, orient, pose, betas, transl, 5.0, g)
     anchor = (orient, pose + 0.1 * torch.randn(count, 23, 3, generator=g))
     previous = (orient, pose + 0.05, transl + 0.02)
-    fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()), iterations=1, cold_iterations=0)
+    fitter = BodyFitter(poser, FitWeights(anchor_depth=5000.0), pose_prior=GaussianPosePrior(PosePrior.load()),
+                        iterations=1, cold_iterations=0)
     seen = {}
     original = fitter._levenberg_marquardt
 
@@ -150,3 +153,49 @@ def test_normal_equations_equal_those_of_the_dense_jacobian():
     scale = expected_jtj.abs().max()
     assert (jtj - expected_jtj).abs().max() < 1e-5 * scale
     assert (grad - expected_grad).abs().max() < 1e-5 * expected_grad.abs().max()
+
+
+def test_every_residual_row_has_the_jacobian_automatic_differentiation_gives():
+    """The dense reference itself (reprojection, world, anchor depth, anchor, temporal, prior,
+    hinges) against autograd of the residuals through the body model."""
+    model = load_body_model("open", dtype=torch.float64)
+    poser = LandmarkPoser(model)
+    poser32 = LandmarkPoser(load_body_model("open"))
+    g = torch.Generator().manual_seed(6)
+    count = 2
+    orient = matrix_to_axis_angle(axis_angle_to_matrix(torch.tensor([[math.pi, 0.0, 0.0]], dtype=torch.float64))
+                                  .expand(count, 3, 3))
+    pose = 0.4 * torch.randn(count, 23, 3, generator=g, dtype=torch.float64)
+    pose[0, 3, 0] = -0.2                     # a hinge is active
+    betas = 0.5 * torch.randn(count, 10, generator=g, dtype=torch.float64)
+    transl = torch.tensor([[-0.5, 0.2, 4.0], [0.5, 0.1, 3.0]], dtype=torch.float64)
+    keypoints, world = _observed(model, orient, pose, betas, transl, 5.0, g)
+    anchor = (orient, pose + 0.1 * torch.randn(count, 23, 3, generator=g, dtype=torch.float64))
+    previous = (orient, pose + 0.05, transl + 0.02)
+    weights = FitWeights(anchor_depth=5000.0)
+    prior = GaussianPosePrior(PosePrior.load())
+    fitter = BodyFitter(poser32, weights, pose_prior=prior, iterations=1, cold_iterations=0)
+    seen = {}
+    original = fitter._levenberg_marquardt
+
+    def capture(theta, betas_, data, iterations, use_2d, active):
+        seen.update(data=data, betas=betas_)
+        return original(theta, betas_, data, iterations, use_2d, active)
+
+    fitter._levenberg_marquardt = capture
+    fitter.fit(keypoints.float(), INTRINSICS, betas.float(), world.float(), anchor, previous)
+    fitter = BodyFitter(poser, weights, pose_prior=prior)  # the same terms, in float64
+    data = {k: (v.double() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in seen["data"].items()}
+    assert float(data["sqrt_wdepth"].min()) > 0 and float(data["anchor_rays"].norm(dim=-1).min()) > 0.99
+    theta = torch.cat([orient, pose.reshape(count, -1), transl], 1)
+    landmarks, landmark_jac = fitter._landmarks_and_jacobian(theta, betas)
+    sqrt_w2d = fitter._robust_weights(landmarks, data)
+    _, jacobian = fitter._residuals(theta, landmarks, landmark_jac, data, sqrt_w2d, True)
+
+    def residuals(x):
+        return fitter._residuals(x, poser(x[:, :3], x[:, 3:72].reshape(-1, 23, 3), betas, x[:, 72:])[0],
+                                 None, data, sqrt_w2d, True)[0].sum(0)
+
+    expected = torch.autograd.functional.jacobian(residuals, theta, vectorize=True).permute(1, 0, 2)
+    assert jacobian.shape == expected.shape
+    assert torch.allclose(jacobian, expected, atol=1e-7 * float(expected.abs().max())), (jacobian - expected).abs().max()

@@ -43,9 +43,9 @@ def add_engine_arguments(parser) -> None:
                        help="stop a person's fit once an iteration lowers its energy by less than this "
                             "fraction (default 0.003; 0 runs every iteration)")
     group.add_argument("--fit-anchor", type=float, default=None, metavar="WEIGHT",
-                       help="weight of the learned lifter's pose in the fit (default 200: the body follows the "
-                            "keypoints closely, for overlays; 1000 trusts the lifter's 3D pose more: better 3D "
-                            "joints, looser 2D fit; docs/accuracy.md)")
+                       help="weight of the learned lifter's joint rotations in the fit (default 80; the lifter's "
+                            "depths are held separately): larger trusts the lifter's pose over the keypoints "
+                            "(looser 2D fit), smaller follows the keypoints more; docs/accuracy.md")
     group.add_argument("--lifter", choices=("auto", "off"), default="auto",
                        help="auto: the learned lifter anchors the body fit (default); off: the fit alone")
     group.add_argument("--lifter-shape", action="store_true",
