@@ -71,8 +71,9 @@ class BodyReconstructor:
             sample clip it raised the fit's error from 3.3 to 9.5 px); the average body is used.
         fit_weights: the fit's energy weights (default: engines.fit.ANCHORED_WEIGHTS with a lifter,
             engines.fit.FitWeights() without).
-        fit_anchor: the anchor weight to use instead of the weights' own (with a lifter: a larger
-            anchor trusts the lifter's 3D pose over the keypoints; `--fit-anchor`).
+        fit_anchor: the rotation anchor weight to use instead of the weights' own (with a lifter:
+            larger trusts the lifter's joint rotations over the keypoints; its depths are held by
+            the weights' anchor_depth either way; `--fit-anchor`).
     """
 
     def __init__(
