@@ -28,7 +28,7 @@ except FileNotFoundError:
 def samples(tmp_path_factory):
     out = tmp_path_factory.mktemp("renders")
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_lifter_renders.py"), "--out", str(out),
-                           "--seed", "1", "--clips", "1", "--frames", "4"],
+                           "--seed", "1", "--clips", "1", "--frames", "4", "--masks"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (out / "video").exists(), "the rendered videos are deleted unless --keep-videos"
@@ -149,3 +149,46 @@ def test_merged_sample_sets_keep_every_clip_apart(tmp_path):
     assert merge_samples([tmp_path / "old", tmp_path / "a"], tmp_path / "again") == 14
     again = load_samples(tmp_path / "again")
     assert np.array_equal(again["clip"][9:], first["clip"] + int(merged["clip"].max()) + 1)
+
+
+def test_samples_carry_the_detectors_person_masks_through_merging_and_sampling(samples, tmp_path):
+    from engines.body import load_body_model
+    from engines.lift.rendered import RenderedPeople, merge_samples
+
+    data = dict(np.load(samples / "samples.npz"))
+    count = len(data["keypoints"])
+    assert data["masks"].shape == (count, 64, 64) and data["masks"].dtype == np.uint8
+    # A person crop: the mask covers a good part of the box, and more in the middle than at the edges.
+    covered = (data["masks"] > 127).mean((1, 2))
+    assert (covered > 0.1).all() and (covered < 0.9).all(), covered
+    # Joined with a set made without masks: every row has a mask slot, the real ones are marked.
+    without = tmp_path / "without"
+    without.mkdir()
+    np.savez_compressed(without / "samples.npz", **{k: v for k, v in data.items() if k != "masks"})
+    joined = tmp_path / "joined"
+    assert merge_samples([samples, without], joined) == 2 * count
+    merged = np.load(joined / "samples.npz")
+    assert merged["masks"].shape == (2 * count, 64, 64)
+    np.testing.assert_array_equal(merged["mask_present"], np.r_[np.ones(count), np.zeros(count)])
+    assert not merged["masks"][count:].any()
+    model = load_body_model("open")
+    people = RenderedPeople(model, joined, torch.Generator().manual_seed(0))
+    batch = people.sample(0, torch.arange(2 * count))
+    assert torch.equal(batch.mask_present, torch.from_numpy(merged["mask_present"]))
+    assert torch.allclose(batch.masks[:count], torch.from_numpy(data["masks"]).float() / 255.0)
+    only_masked = RenderedPeople(model, joined, torch.Generator().manual_seed(0), mask_share=1.0).sample(32)
+    assert bool((only_masked.mask_present == 1.0).all())
+
+
+def test_shape_only_finetune_moves_the_shape_network_and_leaves_the_pose_network(samples, tmp_path):
+    out = tmp_path / "shape.pt"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "train_lifter.py"), "--finetune-renders",
+                           str(samples), "--only-shape", "--render-mask-share", "1.0", "--render-validation-every", "0",
+                           "--steps", "2", "--minutes", "0", "--batch", "8", "--lr", "1e-4", "--mask-bank", "0",
+                           "--validation-size", "16", "--threads", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = torch.load(out, weights_only=True)["state_dict"]
+    shipped = torch.load(ROOT / "engines" / "lift" / "assets" / "lifter.pt", weights_only=True)["state_dict"]
+    changed = {name.split(".")[0] for name in shipped if not torch.equal(shipped[name], tuned[name])}
+    assert changed and changed <= {"mask_encoder", "mask_fc", "shape_mlp"}, changed

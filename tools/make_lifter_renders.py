@@ -9,7 +9,7 @@ Steps:
    (tools/lifter_render_motions.txt; a motion of engines.mocap.HELD_OUT_CLIPS is refused, so the
    rendered benchmark stays held out), into DIR/video.
 2. Run engines.pose.PoseEstimator over each decoded video as the pipeline does (region tracking,
-   world landmarks, no masks), one thread.
+   world landmarks; with ``--masks`` also the person masks), one thread.
 3. Match the people found in each frame to the rendered people (Hungarian assignment on the mean
    2D distance of the visible true keypoints; a pair further apart than a fifth of the person's
    size is no match).
@@ -19,7 +19,8 @@ Steps:
        landmarks, metres; boxes (N,4) the estimator's box x0, y0, x1, y1; intrinsics (N,3,3);
        image_size (N,2) width, height; global_orient (N,3), body_pose (N,23,3), betas (N,10),
        transl (N,3): the true body, camera frame; landmarks (N,33,3) the true 3D landmarks;
-       keypoint_error_px (N,) mean 2D distance to the truth; clip (N,) int32; frame (N,) int32.
+       keypoint_error_px (N,) mean 2D distance to the truth; clip (N,) int32; frame (N,) int32;
+       with --masks, masks (N,64,64) uint8: BlazePose's person mask cropped to the box (0-255).
 
 The default DIR is in the meshstream cache (engines.cache.cache_dir()/lifter/renders_seed<S>):
 derived data, never committed.
@@ -93,7 +94,10 @@ def match_people(found_keypoints: np.ndarray, true_keypoints: np.ndarray) -> lis
 
 
 def detect_clip(estimator, video: Path, truth: dict, clip_index: int) -> dict[str, list]:
-    """Run the estimator over one clip's video and keep the matched person-frames."""
+    """Run the estimator over one clip's video and keep the matched person-frames (with the
+    estimator's person masks, when it makes them, cropped to the person's box as the pipeline
+    crops them for the lifter: engines.lift.crop_masks, stored as uint8 0-255)."""
+    from engines.lift import crop_masks
     from stream.sources import VideoFileSource
 
     estimator.reset()
@@ -103,6 +107,8 @@ def detect_clip(estimator, video: Path, truth: dict, clip_index: int) -> dict[st
     rows: dict[str, list] = {k: [] for k in ("keypoints", "world", "boxes", "intrinsics", "image_size",
                                               "global_orient", "body_pose", "betas", "transl", "landmarks",
                                               "keypoint_error_px", "clip", "frame")}
+    if estimator.with_mask:
+        rows["masks"] = []
     for frame_number, frame in enumerate(VideoFileSource(video).frames()):
         people = estimator(frame.image, frame.pts_s)
         here = np.nonzero(truth["frame_index"] == frame_number)[0]
@@ -120,6 +126,9 @@ def detect_clip(estimator, video: Path, truth: dict, clip_index: int) -> dict[st
             for key in ("global_orient", "body_pose", "betas", "transl", "landmarks"):
                 rows[key].append(truth[key][row])
             rows["keypoint_error_px"].append(distance)
+            if estimator.with_mask:
+                crop = crop_masks(person.mask, person.bbox[None])[0].numpy() if person.mask is not None else None
+                rows["masks"].append(np.zeros((64, 64), np.uint8) if crop is None else np.round(255 * crop).astype(np.uint8))
             rows["clip"].append(clip_index)
             rows["frame"].append(frame_number)
     return rows
@@ -135,6 +144,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--motions", default=str(DEFAULT_MOTIONS), help="training motions, one CMU trial per line")
     parser.add_argument("--keep-videos", action="store_true", help="keep DIR/video (default: delete after detection)")
+    parser.add_argument("--masks", action="store_true",
+                        help="also keep BlazePose's person mask of each sample, cropped to its box (masks, (N,64,64) "
+                             "uint8), for fine-tuning the shape network on real masks")
     parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                         help="render nothing: join these sample folders (in order) into --out")
     return parser.parse_args(argv)
@@ -167,7 +179,7 @@ def main(argv=None) -> int:
     # 2.-3. Detect and match.
     from engines.pose import PoseEstimator
 
-    estimator = PoseEstimator(with_mask=False, max_people=4)
+    estimator = PoseEstimator(with_mask=args.masks, max_people=4)
     rows: dict[str, list] = {}
     people_frames = 0
     for clip_index in range(args.clips):
@@ -185,7 +197,7 @@ def main(argv=None) -> int:
     for key, value in arrays.items():
         if value.dtype == np.float64:
             arrays[key] = value.astype(np.float32)
-    meta = {"seed": args.seed, "clips": args.clips, "frames": args.frames, "size": args.size,
+    meta = {"seed": args.seed, "clips": args.clips, "frames": args.frames, "size": args.size, "masks": args.masks,
             "motions": check_training_motions(Path(args.motions)), "generator": "tools/make_lifter_renders.py"}
     np.savez_compressed(out / "samples.npz", meta=np.array(json.dumps(meta)), **arrays)
     if not args.keep_videos:

@@ -21,6 +21,10 @@ Steps:
      params    squared distance of rotation matrices, of betas; log-depth error.
 4. Validation on held-out clips every ``--eval-every`` steps and at the end: MPJPE, PA-MPJPE,
    PVE in mm; the weights (float16) and these numbers are saved to ``--out``.
+
+``--only-shape`` fine-tunes the shape network alone (with ``--init``), e.g. on the detector's
+real person masks of rendered people (``--finetune-renders`` of sets made with ``--masks``,
+``--render-mask-share``); the pose network's weights, and so its answers, do not change.
 """
 
 from __future__ import annotations
@@ -89,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "from the training rows of --finetune-renders) instead of the default noise")
     parser.add_argument("--world-presence", type=float, default=0.7,
                         help="chance that a synthetic person has world landmarks")
+    parser.add_argument("--render-mask-share", type=float, default=None,
+                        help="share of the rendered rows of each batch drawn from samples with BlazePose's person "
+                             "mask (sets made with make_lifter_renders.py --masks); default: uniform")
+    parser.add_argument("--only-shape", action="store_true",
+                        help="train only the shape network (mask encoder and betas head); the pose network and "
+                             "its answers stay exactly as in --init")
     parser.add_argument("--render-validation-every", type=int, default=10,
                         help="every n-th rendered clip (clip n-1, 2n-1, ...) is kept for validation, never "
                              "trained on (0: none)")
@@ -238,7 +248,7 @@ def main(argv=None) -> int:
         every = args.render_validation_every
         held = (samples["clip"] % every == every - 1) if every > 0 else np.zeros(len(samples["clip"]), bool)
         rendered = RenderedPeople(training_model, samples, torch.Generator().manual_seed(args.seed + 3),
-                                  args.render_world_presence, rows=np.nonzero(~held)[0])
+                                  args.render_world_presence, rows=np.nonzero(~held)[0], mask_share=args.render_mask_share)
         if held.any():
             validation_rendered = RenderedPeople(model, samples, torch.Generator().manual_seed(args.seed + 4),
                                                  args.render_world_presence, rows=np.nonzero(held)[0])
@@ -256,7 +266,24 @@ def main(argv=None) -> int:
                   f"of the synthetic world landmarks", flush=True)
         print(f"rendered samples: {len(rendered)} training, {int(held.sum())} validation "
               f"(every {every}th clip); {render_count} of each batch", flush=True)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
+    trainable = list(network.parameters())
+    if args.only_shape:
+        if not args.init:
+            raise SystemExit("--only-shape fine-tunes the shape network of existing weights: give --init")
+        shape_modules = (network.mask_encoder, network.mask_fc, network.shape_mlp)
+        trainable = [p for module in shape_modules for p in module.parameters()]
+        for parameter in network.parameters():
+            parameter.requires_grad_(False)
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        print(f"training the shape network only: {sum(p.numel() for p in trainable) / 1e6:.2f} M parameters", flush=True)
+
+    def train_mode() -> None:
+        network.train()
+        if args.only_shape:  # the frozen pose network answers as it will at inference (no dropout)
+            network.pose_blocks.eval()
+
+    optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=1e-4)
     warmup = min(100, args.steps // 10)
 
     time_limit = args.minutes * 60.0
@@ -276,6 +303,7 @@ def main(argv=None) -> int:
     print(f"network: {sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters; "
           f"set-up {time.time() - started:.0f} s", flush=True)
     train_start = time.time()
+    train_mode()
     running: dict[str, float] = {}
     history = []
     steps_done = 0
@@ -292,7 +320,7 @@ def main(argv=None) -> int:
         total = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
         optimiser.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 5.0)
         optimiser.step()
         steps_done = step + 1
         for name, value in terms.items():
@@ -308,6 +336,7 @@ def main(argv=None) -> int:
                 scores["rendered"] = validate(network, model, rendered_validation)
             history.append({"step": step + 1, **scores})
             print(f"validation at step {step + 1}: {scores}", flush=True)
+            train_mode()
     train_seconds = time.time() - train_start
     scores = validate(network, model, validation_batches)
     if rendered_validation:
