@@ -630,7 +630,8 @@ def lowpass(motion: SmplMotion, cutoff_hz: float) -> SmplMotion:
 
     A second-order Butterworth filter run forward then backward (zero phase, fourth order in
     all) over the translation and over each joint's rotation as a unit quaternion (each put on
-    the hemisphere of the frame before, renormalised after). The ends are padded by reflection.
+    the hemisphere of the frame before, renormalised after). The ends are padded by odd
+    extension (scipy's default), which keeps a motion's slope through them.
     Clips of fewer than 10 frames are returned unchanged.
     """
     from scipy.signal import butter, filtfilt

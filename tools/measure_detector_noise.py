@@ -19,7 +19,7 @@ Steps:
    that persist it is much less.
 
 The synthetic correlation is chosen as the smallest that brings the 2D jitter down to the
-real one: the sequences are then at least as jittery as the detector (docs/accuracy.md).
+real one: the sequences then jitter about as much as the detector (docs/accuracy.md).
 """
 
 from __future__ import annotations
