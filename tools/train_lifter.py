@@ -112,8 +112,10 @@ def pose_bank(model, split: str, mocap_folder: str | None, fps: float = 30.0) ->
 
     rest = model.rest_joints(torch.zeros(1, 10, dtype=model.dtype))[0].double().numpy()
     clips = mocap.list_clips(split, mocap_folder)
+    # The loader's cleaning is part of the key: changing it makes the bank again.
+    cleaning = {"lowpass_hz": mocap.MOCAP_LOWPASS_HZ, "incomplete_leading_frames": "dropped"}
     key = hashlib.sha256(json.dumps([model.model_id, split, fps, [c.trial for c in clips],
-                                     np.round(rest, 5).tolist()]).encode()).hexdigest()[:16]
+                                     np.round(rest, 5).tolist(), cleaning]).encode()).hexdigest()[:16]
     path = cache_dir() / "lifter" / f"poses_{split}_{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))
