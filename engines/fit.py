@@ -26,8 +26,9 @@ Steps of :meth:`BodyFitter.fit`:
    world landmarks (Kabsch), or with the 2D torso when there are no world landmarks.
 2. Translation in closed form: linear least squares of the pinhole projection of the posed
    landmarks onto the keypoints.
-3. When starting cold with world landmarks: Levenberg-Marquardt steps on terms 2-5 only,
-   which are well conditioned, then step 2 again.
+3. When starting cold with world landmarks and a weight on them: Levenberg-Marquardt steps
+   on terms 2-5 only, which are well conditioned, then step 2 again. (Without a world term the
+   stage would have no data to fit, only the anchor and the prior.)
 4. Levenberg-Marquardt on the full energy over orientation, pose and translation (75 unknowns
    per person). The robust term enters as iteratively reweighted least squares; Jacobians are
    exact: the landmarks' analytically through the kinematic chain when the landmark function
@@ -301,9 +302,10 @@ class BodyFitter:
     def _landmark_rows(landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
                        use_2d: bool) -> tuple[list[Tensor], list[Tensor]]:
         """The rows that depend on the landmarks (P,33,3): reprojection (with use_2d; pinhole,
-        depth clamped at 1 mm as in project()) and hip-centred world landmarks. Returns the
-        residual blocks (P,r) and, when ``landmark_jac`` (P,33,3,U) is given, their Jacobians
-        (P,r,U); else an empty list."""
+        depth clamped at 1 mm as in project()), hip-centred world landmarks and the anchor's
+        depths (each only when it has a weight: ``data["sqrt_wworld"]``, ``data["anchor_rays"]``
+        None otherwise). Returns the residual blocks (P,r) and, when ``landmark_jac`` (P,33,3,U)
+        is given, their Jacobians (P,r,U); else an empty list."""
         count = landmarks.shape[0]
         parts, jacs = [], []
         if use_2d:
@@ -320,17 +322,22 @@ class BodyFitter:
                 dv = torch.stack([zero, fy / z, -fy * landmarks[..., 1] / (z * z) * depth_moves], -1)
                 d_project = torch.stack([du, dv], -2) * sqrt_w2d[..., None, None]          # (P,33,2,3)
                 jacs.append((d_project @ landmark_jac).reshape(count, -1, landmark_jac.shape[-1]))
-        mid_hip = 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])
-        centred = landmarks - mid_hip[:, None]
-        sqrt_wworld = data["sqrt_wworld"]
-        parts.append(((centred - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
-        rays, sqrt_wdepth = data["anchor_rays"], data["sqrt_wdepth"]
-        parts.append(((centred * rays).sum(-1) - data["anchor_depth"]) * sqrt_wdepth[:, None])
+        sqrt_wworld, rays = data["sqrt_wworld"], data["anchor_rays"]
+        if sqrt_wworld is None and rays is None:
+            return parts, jacs
+        centred = landmarks - 0.5 * (landmarks[:, _LEFT_HIP] + landmarks[:, _RIGHT_HIP])[:, None]
+        centred_jac = None
         if landmark_jac is not None:
-            mid_jac = 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])
-            centred_jac = landmark_jac - mid_jac[:, None]                                     # (P,33,3,U)
-            jacs.append((centred_jac * sqrt_wworld[..., None, None]).reshape(count, -1, landmark_jac.shape[-1]))
-            jacs.append((rays[..., None] * centred_jac).sum(2) * sqrt_wdepth[:, None, None])
+            centred_jac = landmark_jac - 0.5 * (landmark_jac[:, _LEFT_HIP] + landmark_jac[:, _RIGHT_HIP])[:, None]
+        if sqrt_wworld is not None:
+            parts.append(((centred - data["world"]) * sqrt_wworld[..., None]).reshape(count, -1))
+            if centred_jac is not None:
+                jacs.append((centred_jac * sqrt_wworld[..., None, None]).reshape(count, -1, centred_jac.shape[-1]))
+        if rays is not None:
+            sqrt_wdepth = data["sqrt_wdepth"]
+            parts.append(((centred * rays).sum(-1) - data["anchor_depth"]) * sqrt_wdepth[:, None])
+            if centred_jac is not None:
+                jacs.append((rays[..., None] * centred_jac).sum(2) * sqrt_wdepth[:, None, None])
         return parts, jacs
 
     def _residuals(self, theta: Tensor, landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
@@ -339,8 +346,9 @@ class BodyFitter:
         the energy) and, when ``landmark_jac`` (P,33,3,75) is given, their dense Jacobian
         (P,R,75): the reference for :meth:`_normal_equations`, which the iterations use.
 
-        Rows, per person: reprojection 66 (with use_2d), world 99, anchor depth 33, anchor 216, temporal pose
-        216, temporal translation 3, prior 69, hinge 4. ``rot``: the joints' rotations (P,24,3,3)
+        Rows, per person: reprojection 66 (with use_2d), world 99 (with a world term), anchor depth
+        33 (with a depth term), anchor 216, temporal pose 216, temporal translation 3, prior 69,
+        hinge 4. ``rot``: the joints' rotations (P,24,3,3)
         at theta, if known.
         """
         w = self.weights
@@ -393,7 +401,7 @@ class BodyFitter:
         """J^T J (P,75,75) and J^T r (P,75) of :meth:`_residuals`, built term by term.
 
         Equal to forming the dense Jacobian (the reference, :meth:`_residuals`) but only the
-        landmark rows (reprojection, world, anchor depth: 198 of ~700) go through a dense product; the other
+        landmark rows (reprojection, world, anchor depth: at most 198 of ~700) go through a dense product; the other
         terms touch few unknowns each and are added in closed form: the rotation terms are
         block-diagonal over joints (anchor and temporal share one derivative dR, so their blocks
         are (w_anchor + w_prev) dR^T dR), the prior's block is w W^T W for its whitening W, and
@@ -499,15 +507,17 @@ class BodyFitter:
             damping = torch.where(better, damping * 0.3, damping * 5.0).clamp(1e-7, 1e7)
         return theta, ran
 
-    def _restart_from_anchor(self, theta: Tensor, betas: Tensor, data: dict, anchor, warm: Tensor, place) -> Tensor:
+    def _restart_from_anchor(self, theta: Tensor, betas: Tensor, data: dict, anchor, anchor_transl: Tensor,
+                             warm: Tensor) -> Tensor:
         """Where the lifter's answer (translation solved in closed form) has a lower energy than
         the previous frame's fit, start from it instead. A warm start that once slid into a wrong
         minimum (a body turned upside down after a bad frame) would otherwise carry it on: the
         temporal term holds it there and the anchor's pull on a half-turned joint is weak.
-        theta (P,75); warm (P,) people started from their previous frame. Returns theta (P,75)."""
+        theta (P,75); anchor_transl (P,3) the anchor's translation on the keypoints; warm (P,)
+        people started from their previous frame. Returns theta (P,75)."""
         count = theta.shape[0]
         orient, pose = anchor[0].to(theta.dtype), anchor[1].to(theta.dtype)
-        lifted = torch.cat([orient, pose.reshape(count, -1), place(orient, pose)], 1)
+        lifted = torch.cat([orient, pose.reshape(count, -1), anchor_transl], 1)
         scored = dict(data)  # the lifted start scored with its own prior component
         scored["prior_mean"], scored["prior_whiten"] = self.pose_prior.component(lifted[:, 3:72])
         warm_energy = self._energy(theta, betas, data, use_2d=True)
@@ -566,8 +576,13 @@ class BodyFitter:
         pose = relaxed_pose(count, dtype, device)
         orient = torch.zeros(count, 3, dtype=dtype, device=device)
         zero_t = torch.zeros(count, 3, dtype=dtype, device=device)
+        lifted_landmarks = lifted_transl = None
         if anchor is not None:
             orient, pose = anchor[0].to(dtype).clone(), anchor[1].to(dtype).clone()
+            # The anchor body, posed once and placed on the keypoints: the start of people seen
+            # first, the depths the fit holds, and the restart's candidate all use it.
+            lifted_landmarks = self._landmarks_of(orient, pose, betas, zero_t)
+            lifted_transl = solve_translation(lifted_landmarks, keypoints[..., :2], visibility, intrinsics)
         else:
             rest = self._landmarks_of(orient, pose, betas, zero_t)
             torso = list(_TORSO)
@@ -591,46 +606,41 @@ class BodyFitter:
         if bool(have_previous.all()):
             transl = previous[2].to(dtype).clone()
         else:
-            transl = place(orient, pose)
+            transl = lifted_transl if lifted_transl is not None else place(orient, pose)
             if have_previous.any():
                 transl = torch.where(have_previous[:, None], previous[2].to(dtype), transl)
 
         # The data of the energy's terms, per person; absent terms get zero weights.
         identity = torch.eye(3, dtype=dtype, device=device).expand(count, 24, 3, 3)
-        data = {"keypoints": keypoints, "visibility": visibility, "intrinsics": intrinsics}
-        if world_landmarks is not None:
+        data = {"keypoints": keypoints, "visibility": visibility, "intrinsics": intrinsics,
+                "world": None, "sqrt_wworld": None, "anchor_rays": None}
+        use_world = world_landmarks is not None and w.world > 0
+        if use_world:
             data["world"] = world_landmarks.to(dtype)
             world_weight = keypoints[..., 2].clamp(0.2, 1)
             data["sqrt_wworld"] = torch.sqrt(w.world * world_weight / world_weight.sum(1, keepdim=True) * 33)
-        else:
-            data["world"] = torch.zeros_like(keypoints)
-            data["sqrt_wworld"] = torch.zeros_like(visibility)
         if anchor is not None:
             data["anchor_rot"] = axis_angle_to_matrix(torch.cat([anchor[0][:, None], anchor[1]], 1).to(dtype))
             data["sqrt_wanchor"] = torch.full((count,), math.sqrt(w.anchor), dtype=dtype, device=device)
         else:
             data["anchor_rot"] = identity
             data["sqrt_wanchor"] = torch.zeros(count, dtype=dtype, device=device)
-        data["anchor_rays"] = torch.zeros_like(keypoints)
-        data["anchor_depth"] = torch.zeros_like(visibility)
-        data["sqrt_wdepth"] = torch.zeros(count, dtype=dtype, device=device)
         if anchor is not None and w.anchor_depth > 0:
-            # The anchor body's landmarks, placed on the keypoints: their viewing rays (fixed for
-            # this frame) and their hip-centred depths along them.
-            lifted = self._landmarks_of(anchor[0].to(dtype), anchor[1].to(dtype), betas, zero_t)
-            placed = lifted + solve_translation(lifted, keypoints[..., :2], visibility, intrinsics)[:, None]
+            # The anchor body's landmarks on the keypoints: their viewing rays (fixed for this
+            # frame) and their hip-centred depths along them.
+            placed = lifted_landmarks + lifted_transl[:, None]
             rays = placed / placed.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-            centred = lifted - 0.5 * (lifted[:, _LEFT_HIP] + lifted[:, _RIGHT_HIP])[:, None]
+            centred = lifted_landmarks - 0.5 * (lifted_landmarks[:, _LEFT_HIP] + lifted_landmarks[:, _RIGHT_HIP])[:, None]
             data["anchor_rays"], data["anchor_depth"] = rays, (centred * rays).sum(-1)
             data["sqrt_wdepth"] = torch.full((count,), math.sqrt(w.anchor_depth), dtype=dtype, device=device)
         data["prev_rot"], data["prev_transl"] = identity, zero_t
         data["sqrt_wprev"] = torch.zeros(count, dtype=dtype, device=device)
         data["prior_mean"], data["prior_whiten"] = self.pose_prior.component(pose)
 
-        # 3. Cold start with world landmarks: the well-conditioned 3D stage first.
+        # 3. Cold start with weighted world landmarks: the well-conditioned 3D stage first.
         theta = torch.cat([orient, pose.reshape(count, -1), transl], 1)
         cold = ~have_previous
-        if world_landmarks is not None and cold.any() and self.cold_iterations > 0:
+        if use_world and cold.any() and self.cold_iterations > 0:
             theta, _ = self._levenberg_marquardt(theta, betas, data, self.cold_iterations, use_2d=False, active=cold)
             moved = place(theta[:, :3], theta[:, 3:72].reshape(count, 23, 3))
             theta = torch.cat([theta[:, :72], torch.where(cold[:, None], moved, theta[:, 72:])], 1)
@@ -643,7 +653,7 @@ class BodyFitter:
             data["prev_transl"] = torch.where(have_previous[:, None], torch.nan_to_num(previous[2].to(dtype)), zero_t)
             data["sqrt_wprev"] = torch.where(have_previous, math.sqrt(w.temporal_pose), 0.0).to(dtype)
             if anchor is not None:
-                theta = self._restart_from_anchor(theta, betas, data, anchor, have_previous, place)
+                theta = self._restart_from_anchor(theta, betas, data, anchor, lifted_transl, have_previous)
         all_people = torch.ones(count, dtype=torch.bool, device=device)
         theta, ran = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
 

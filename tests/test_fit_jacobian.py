@@ -9,7 +9,7 @@ import torch
 from engines.body import load_body_model
 from engines.body.random_files import smpl_arrays, write_npz
 from engines.body.sparse import LandmarkPoser, left_jacobian, skew
-from engines.fit import BodyFitter, FitWeights, GaussianPosePrior, project
+from engines.fit import ANCHORED_WEIGHTS, BodyFitter, FitWeights, GaussianPosePrior, project
 from engines.pose_prior import PosePrior
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
@@ -117,8 +117,11 @@ def test_analytic_and_automatic_fits_agree():
         assert torch.allclose(fast.reprojection_px, slow.reprojection_px, atol=1e-2)
 
 
-def test_normal_equations_equal_those_of_the_dense_jacobian():
-    """The iterations' J^T J and J^T r, built term by term, against the dense reference."""
+@pytest.mark.parametrize("weights", [FitWeights(anchor_depth=5000.0), ANCHORED_WEIGHTS],
+                         ids=["every-term", "pipeline-no-world-rows"])
+def test_normal_equations_equal_those_of_the_dense_jacobian(weights):
+    """The iterations' J^T J and J^T r, built term by term, against the dense reference; with
+    every term, and with the pipeline's weights (no world rows at all)."""
     model = load_body_model("open")
     poser = LandmarkPoser(model)
     g = torch.Generator().manual_seed(5)
@@ -131,8 +134,7 @@ def test_normal_equations_equal_those_of_the_dense_jacobian():
     keypoints, world = _observed(model, orient, pose, betas, transl, 5.0, g)
     anchor = (orient, pose + 0.1 * torch.randn(count, 23, 3, generator=g))
     previous = (orient, pose + 0.05, transl + 0.02)
-    fitter = BodyFitter(poser, FitWeights(anchor_depth=5000.0), pose_prior=GaussianPosePrior(PosePrior.load()),
-                        iterations=1, cold_iterations=0)
+    fitter = BodyFitter(poser, weights, pose_prior=GaussianPosePrior(PosePrior.load()), iterations=1, cold_iterations=0)
     seen = {}
     original = fitter._levenberg_marquardt
 
@@ -148,6 +150,9 @@ def test_normal_equations_equal_those_of_the_dense_jacobian():
     assert (theta[:, 3 + 3 * 3] < 0).any()  # the left knee bent backwards: its hinge term is active
     residuals, jacobian = fitter._residuals(theta, landmarks, landmark_jac, data, sqrt_w2d, True)
     jtj, grad = fitter._normal_equations(theta, landmarks, landmark_jac, data, sqrt_w2d, True)
+    # reprojection 66, anchor depth 33, anchor and temporal 216 each, translation 3, prior 69,
+    # hinges 4; world 99 only where the world term has a weight.
+    assert residuals.shape[1] == 66 + 33 + 216 + 216 + 3 + 69 + 4 + (99 if weights.world > 0 else 0)
     expected_jtj = jacobian.transpose(1, 2) @ jacobian
     expected_grad = (jacobian.transpose(1, 2) @ residuals[..., None])[..., 0]
     scale = expected_jtj.abs().max()

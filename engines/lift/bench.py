@@ -7,7 +7,8 @@ Made-up but realistic input, the same for every figure: P people of the open bod
 standing 3-5 m in front of a 1280x720 camera, moving smoothly (a pose that drifts from frame to
 frame), their 33 landmarks projected with 2 px noise (visibility 0.9) and their world landmarks
 with 1 cm noise. Per frame, as the pipeline's lift stage does: 1. the lifter on all P people;
-2. the fit anchored on its answer and warm-started from the previous frame's fit; 3. the
+2. the fit anchored on its answer with the pipeline's weights (engines.fit.ANCHORED_WEIGHTS)
+and warm-started from the previous frame's fit; 3. the
 smoother per person; 4. skinning the P bodies (tracked shapes, all vertices). Figures are
 medians over frames, divided by P ("per person"), in milliseconds.
 """
@@ -64,7 +65,7 @@ def benchmark(people=(1, 2, 4), frames: int = 30, iterations: int = 6, backend: 
     "smoothing_ms": {kind: ms}, "skinning_ms", "total_ms"}}}, all per person per frame."""
     from engines.body import load_body_model
     from engines.body.sparse import LandmarkPoser
-    from engines.fit import BodyFitter, GaussianPosePrior
+    from engines.fit import ANCHORED_WEIGHTS, BodyFitter, GaussianPosePrior
     from engines.lift import Lifter
     from engines.pose_prior import PosePrior
     from stream.smoothing import BodyParams, SmootherBank
@@ -73,8 +74,8 @@ def benchmark(people=(1, 2, 4), frames: int = 30, iterations: int = 6, backend: 
     poser = LandmarkPoser(model)
     lifter = Lifter.load(backend=backend)
     prior = GaussianPosePrior(PosePrior.load())
-    fitter = BodyFitter(poser, pose_prior=prior, iterations=iterations)
-    one_step = BodyFitter(poser, pose_prior=prior, iterations=1)
+    fitter = BodyFitter(poser, ANCHORED_WEIGHTS, pose_prior=prior, iterations=iterations)
+    one_step = BodyFitter(poser, ANCHORED_WEIGHTS, pose_prior=prior, iterations=1)
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "backend": lifter.engine.backend,
            "iterations": iterations, "frames": frames, "people": {}}
     for count in people:
