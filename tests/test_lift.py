@@ -236,6 +236,7 @@ def test_mirror_averaged_lifting_answers_a_mirror_image_with_the_mirrored_body()
 
 
 def test_sequence_noise_persists_from_frame_to_frame_with_the_same_size_per_frame(body_model):
+    from engines.lift.camera import project_points
     from engines.lift.synthetic import SyntheticPeople, make_sequence
 
     frames = 60
@@ -247,9 +248,7 @@ def test_sequence_noise_persists_from_frame_to_frame_with_the_same_size_per_fram
     def keypoint_errors(correlation: float, seed: int) -> np.ndarray:
         people = SyntheticPeople(body_model, pose, torch.Generator().manual_seed(seed), frame_correlation=correlation)
         batch = make_sequence(body_model, people, pose, transl)
-        exact = batch.landmarks @ batch.intrinsics.transpose(1, 2)
-        exact = exact[..., :2] / exact[..., 2:]
-        return (batch.keypoints[..., :2] - exact).numpy()
+        return (batch.keypoints[..., :2] - project_points(batch.landmarks, batch.intrinsics)).numpy()
 
     def size_and_jitter(correlation: float) -> tuple[float, float]:
         errors = np.concatenate([keypoint_errors(correlation, seed) for seed in range(16)])

@@ -98,6 +98,7 @@ def detect_clip(estimator, video: Path, truth: dict, clip_index: int) -> dict[st
     estimator's person masks, when it makes them, cropped to the person's box as the pipeline
     crops them for the lifter: engines.lift.crop_masks, stored as uint8 0-255)."""
     from engines.lift import crop_masks
+    from engines.lift.network import MASK_SIZE
     from stream.sources import VideoFileSource
 
     estimator.reset()
@@ -127,8 +128,9 @@ def detect_clip(estimator, video: Path, truth: dict, clip_index: int) -> dict[st
                 rows[key].append(truth[key][row])
             rows["keypoint_error_px"].append(distance)
             if estimator.with_mask:
-                crop = crop_masks(person.mask, person.bbox[None])[0].numpy() if person.mask is not None else None
-                rows["masks"].append(np.zeros((64, 64), np.uint8) if crop is None else np.round(255 * crop).astype(np.uint8))
+                crop = (crop_masks(person.mask, person.bbox[None])[0].numpy() if person.mask is not None
+                        else np.zeros((MASK_SIZE, MASK_SIZE), np.float32))
+                rows["masks"].append(np.round(255 * crop).astype(np.uint8))
             rows["clip"].append(clip_index)
             rows["frame"].append(frame_number)
     return rows

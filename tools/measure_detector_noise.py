@@ -37,8 +37,10 @@ if str(ROOT) not in sys.path:
 
 
 def _project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    uv = np.einsum("nij,nkj->nki", intrinsics, points)
-    return uv[..., :2] / uv[..., 2:3]
+    """(N,33,3) metres, (N,3,3) -> (N,33,2) pixels, float64 (engines.lift.camera.project_points)."""
+    from engines.lift.camera import project_points
+
+    return project_points(torch.from_numpy(points), torch.from_numpy(np.asarray(intrinsics, np.float64))).numpy()
 
 
 def error_statistics(keypoints: np.ndarray, true_uv: np.ndarray, world: np.ndarray, true_world: np.ndarray,
