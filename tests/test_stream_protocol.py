@@ -138,10 +138,19 @@ def test_slow_subscriber_loses_messages_counted_and_publisher_never_blocks(addre
             _publish_frames(pub, 200, big)  # 240 MB offered to a subscriber that reads nothing yet
             time.sleep(0.5)
             received = list(slow.frames(timeout_s=0.5))
-    # publish() returned 200 times although nobody read: it never blocks (a hang fails by timeout).
+            # One more frame once the queues are empty: every loss before it, the burst's tail
+            # included, now shows as a gap in seq.
+            _publish_frames(pub, 1)
+            tail = slow.recv(5.0)
+            while tail is not None and tail.kind != "frame":
+                tail = slow.recv(5.0)
+    # publish() returned 201 times although nobody read: it never blocks (a hang fails by timeout).
     assert 0 < len(received) < 200
-    assert slow.stats["missed"] > 0 or received[0].header["seq"] > 0
-    assert pub.sent + pub.dropped == 200
+    assert tail is not None and tail.header["seq"] == 200
+    seen = received + [tail]
+    lost = seen[0].header["seq"] + slow.stats["missed"]  # before the first, and the gaps after it
+    assert lost > 0 and lost + len(seen) == 201
+    assert pub.sent + pub.dropped == 201
 
 
 def test_curve_subscriber_with_keys_receives_and_one_without_gets_nothing(address, tmp_path):
