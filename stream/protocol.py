@@ -36,10 +36,29 @@ _NAME_OF = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: name for name, dt i
 FRAME_FIELDS = ("v", "kind", "seq", "frame_index", "pts_s", "t_capture_ns", "t_publish_ns", "people", "arrays")
 META_FIELDS = ("v", "kind", "seq", "arrays")
 
-# Per-person arrays of a frame message: name -> trailing shape (None = any length), rows = people.
-PERSON_ARRAYS: dict[str, tuple[int | None, ...]] = {
-    "keypoints": (33, 3), "global_orient": (3,), "body_pose": (23, 3), "betas": (None,),
-    "transl": (3,), "joints": (24, 3), "vertices": (None, 3),
+
+
+@dataclass(frozen=True)
+class PersonArray:
+    """One per-person array of a frame message: its trailing shape (None: any length; the rows
+    are the people), the :class:`stream.frames.Person` attribute it comes from, and its name in
+    the results file (stream.writers.NpzWriter)."""
+
+    shape: tuple[int | None, ...]
+    attribute: str
+    results_name: str
+
+
+# The per-person arrays of a frame message, in the order they are sent. The publisher, the
+# client's validation, the results file and the documentation test all read this table.
+PERSON_ARRAYS: dict[str, PersonArray] = {
+    "keypoints": PersonArray((33, 3), "keypoints", "keypoints2d"),
+    "global_orient": PersonArray((3,), "global_orient", "global_orient"),
+    "body_pose": PersonArray((23, 3), "body_pose", "body_pose"),
+    "betas": PersonArray((None,), "betas", "betas"),
+    "transl": PersonArray((3,), "transl", "transl"),
+    "joints": PersonArray((24, 3), "joints", "joints"),
+    "vertices": PersonArray((None, 3), "vertices", "vertices"),
 }
 
 
@@ -169,9 +188,10 @@ def decode(frames: Sequence[Any], check_people: bool = True) -> Message:
                 raise ProtocolError(f"people[{j}] must have id, score and bbox; got {person!r}")
             if not (isinstance(person["bbox"], list) and len(person["bbox"]) == 4):
                 raise ProtocolError(f"people[{j}].bbox must be [x0, y0, x1, y1]")
-        for name, trailing in PERSON_ARRAYS.items():
+        for name, spec in PERSON_ARRAYS.items():
             if name not in arrays:
                 continue
+            trailing = spec.shape
             shape = arrays[name].shape
             ok = len(shape) == 1 + len(trailing) and shape[0] == len(people) and all(
                 t is None or t == n for t, n in zip(trailing, shape[1:]))
@@ -180,3 +200,71 @@ def decode(frames: Sequence[Any], check_people: bool = True) -> Message:
                 raise ProtocolError(f"array {name!r} has shape {list(shape)}; expected {want} with "
                                     f"P = {len(people)} people")
     return Message(topic, header, arrays, frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building messages from what the pipeline computed.
+
+
+def frame_message(packet, vertices: bool = True, vertices_dtype: str = "float32",
+                  keypoints: bool = True) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """Header fields and (name, array) buffers of one frame message, from a
+    :class:`stream.frames.Packet`.
+
+    Per-person arrays (:data:`PERSON_ARRAYS`) are stacked: row i belongs to header["people"][i].
+    An array is sent only when every person in the frame has it (so shapes stay rectangular);
+    ``keypoints`` (33, 3) is sent, also for no people, when ``keypoints`` is True.
+    vertices: send vertices; vertices_dtype: "float32" or "float16".
+    """
+    frame, people = packet.frame, packet.people
+    fields = {
+        "frame_index": frame.index,
+        "pts_s": frame.pts_s,
+        "t_capture_ns": frame.t_capture_ns,
+        "width": frame.width,
+        "height": frame.height,
+        "people": [{"id": int(p.track_id), "score": round(float(p.score), 5),
+                    "bbox": [round(float(v), 2) for v in (p.bbox if p.bbox is not None else (0, 0, 0, 0))]}
+                   for p in people],
+    }
+    arrays: list[tuple[str, np.ndarray]] = []
+    for name, spec in PERSON_ARRAYS.items():
+        if name == "keypoints" and not keypoints or name == "vertices" and not vertices:
+            continue
+        values = [getattr(p, spec.attribute) for p in people]
+        if any(v is None for v in values):
+            continue
+        if not people:
+            if name == "keypoints":
+                arrays.append((name, np.zeros((0, *spec.shape), np.float32)))
+            continue
+        dtype = np.float16 if name == "vertices" and vertices_dtype == "float16" else np.float32
+        trailing = tuple(-1 if n is None else n for n in spec.shape)
+        arrays.append((name, np.stack([np.asarray(v, dtype).reshape(trailing) for v in values])))
+    return fields, arrays
+
+
+def meta_message(body_model, intrinsics, source: dict | None = None, has_body: bool = False,
+                 stages: Sequence[str] = ()) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """Header fields and arrays of the meta (topology) message.
+
+    body_model: an engines.body model (faces, parents, joint names, model id) or None.
+    intrinsics: a :class:`stream.frames.Intrinsics`. has_body: frames carry bodies.
+    """
+    from engines.skeleton import BLAZEPOSE_NAMES, SMPL_JOINT_NAMES, SMPL_PARENTS
+
+    fields = {
+        "keypoint_names": list(BLAZEPOSE_NAMES),
+        "joint_names": list(getattr(body_model, "joint_names", SMPL_JOINT_NAMES)),
+        "parents": [int(v) for v in (getattr(body_model, "parents", None) if body_model is not None else SMPL_PARENTS)],
+        "body_model": getattr(body_model, "model_id", None),
+        "num_vertices": int(getattr(body_model, "num_vertices", 0)) if body_model is not None else 0,
+        "has_body": bool(has_body and body_model is not None),
+        "intrinsics": intrinsics.as_dict(),
+        "source": source or {},
+        "stages": list(stages),
+    }
+    arrays = []
+    if body_model is not None:
+        arrays.append(("faces", np.ascontiguousarray(np.asarray(body_model.faces), dtype=np.int32)))
+    return fields, arrays

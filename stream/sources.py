@@ -114,10 +114,6 @@ class Source:
         """Ask :meth:`frames` to end after the current frame (thread-safe)."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def close(self) -> None:
         self.stop()
 

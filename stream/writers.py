@@ -26,10 +26,15 @@ import numpy as np
 
 from stream import __version__
 from stream.frames import Packet, Person
+from stream.protocol import PERSON_ARRAYS
 
 log = logging.getLogger("meshstream.writers")
 
-BODY_FIELDS = {"global_orient": (3,), "body_pose": (23, 3), "betas": (10,), "transl": (3,), "joints": (24, 3)}
+# Per-person arrays of the results file: the wire protocol's (stream.protocol.PERSON_ARRAYS) under
+# their results names, betas with the body models' 10 shape coefficients; vertices only on request.
+ROW_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
+    spec.results_name: (spec.attribute, tuple(10 if n is None else n for n in spec.shape))
+    for name, spec in PERSON_ARRAYS.items() if name != "vertices"}
 
 
 class WriterError(Exception):
@@ -60,8 +65,7 @@ class NpzWriter:
         self.vertices = vertices
         self.flush_every_s = flush_every_s
         self._rows: dict[str, list] = {k: [] for k in
-                                       ("frame_index", "pts_s", "track_id", "score", "bbox", "keypoints2d",
-                                        *BODY_FIELDS, "vertices")}
+                                       ("frame_index", "pts_s", "track_id", "score", "bbox", *ROW_ARRAYS, "vertices")}
         self._computed: set[str] = set()
         self.frames = 0
         self._last_flush = time.monotonic()
@@ -83,13 +87,8 @@ class NpzWriter:
         rows["track_id"].append(person.track_id)
         rows["score"].append(person.score)
         rows["bbox"].append(np.full(4, np.nan, np.float32) if person.bbox is None else np.asarray(person.bbox, np.float32))
-        if person.keypoints is not None:
-            self._computed.add("keypoints2d")
-            rows["keypoints2d"].append(np.asarray(person.keypoints, np.float32))
-        else:
-            rows["keypoints2d"].append(np.full((33, 3), np.nan, np.float32))
-        for name, shape in BODY_FIELDS.items():
-            value = getattr(person, name)
+        for name, (attribute, shape) in ROW_ARRAYS.items():
+            value = getattr(person, attribute)
             if value is not None:
                 self._computed.add(name)
                 rows[name].append(np.asarray(value, np.float32).reshape(shape))
@@ -110,16 +109,15 @@ class NpzWriter:
             "track_id": np.asarray(rows["track_id"], np.int64).reshape(n),
             "score": np.asarray(rows["score"], np.float32).reshape(n),
             "bbox": np.asarray(rows["bbox"], np.float32).reshape(n, 4),
-            "keypoints2d": np.asarray(rows["keypoints2d"], np.float32).reshape(n, 33, 3),
         }
-        for name, shape in BODY_FIELDS.items():
+        for name, (_, shape) in ROW_ARRAYS.items():
             out[name] = np.asarray(rows[name], np.float32).reshape(n, *shape)
         if self.vertices:
             v = self._num_vertices or 0
             filled = [np.full((v, 3), np.nan, np.float32) if x is None else np.asarray(x, np.float32)
                       for x in rows["vertices"]]
             out["vertices"] = np.asarray(filled, np.float32).reshape(n, v, 3)
-        names = ["keypoints2d", *BODY_FIELDS] + (["vertices"] if self.vertices else [])
+        names = [*ROW_ARRAYS] + (["vertices"] if self.vertices else [])
         meta = {**self.meta, "version": __version__, "frames": self.frames, "rows": n,
                 "not_computed": [k for k in names if k not in self._computed]}
         out["meta"] = np.array(json.dumps(meta, default=_json_default))

@@ -47,15 +47,15 @@ def test_protocol_doc_lists_every_header_field_and_person_array():
     meta = {row[0] for row in _table_rows("## 5. Meta messages")}
     assert set(protocol.FRAME_FIELDS) <= common | frame
     assert set(protocol.META_FIELDS) <= common | meta
-    from stream.stages import topology_fields
+    from stream.frames import Intrinsics
 
-    fields, _ = topology_fields(None, (1.0, 1.0, 0.5, 0.5), 2, 2)
+    fields, _ = protocol.meta_message(None, Intrinsics(1.0, 1.0, 0.5, 0.5, 2, 2))
     assert set(fields) | {"meta_interval_s"} == meta  # the publisher adds meta_interval_s
     arrays = {row[0]: row[1] for row in _table_rows("Per-person arrays")}
     assert set(arrays) == set(protocol.PERSON_ARRAYS)
-    for name, trailing in protocol.PERSON_ARRAYS.items():
+    for name, spec in protocol.PERSON_ARRAYS.items():
         dims = [d.strip() for d in arrays[name].strip("()").split(",")][1:]
-        assert [None if not d.isdigit() else int(d) for d in dims] == list(trailing), name
+        assert [None if not d.isdigit() else int(d) for d in dims] == list(spec.shape), name
 
 
 def test_the_example_header_in_the_doc_decodes_with_the_stated_buffer_sizes():

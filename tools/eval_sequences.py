@@ -11,7 +11,7 @@ Steps:
    jitter low-passed at 10 Hz), detector-like keypoint noise that persists from frame to frame
    as the detector's does, world landmarks in 70 % of frames.
 2. The body stage once per clip, frame after frame, as the lift stage runs it
-   (stream.reconstruct.BodyReconstructor, smoothing "none"): the lifter as anchor, the fit
+   (stream.stages.lift.BodyReconstructor): the lifter as anchor, the fit
    warm-started from the previous frame's fit, one shape per track. Once more without the fit
    (``refine=False``, as `--no-refine`): the "lifter alone" row.
 3. Each smoothing applied to those bodies as the lift stage applies it: the causal filters
@@ -67,9 +67,8 @@ def reconstruct(reconstructor, batch) -> tuple[list, float]:
     start = time.perf_counter()
     for i in range(batch.keypoints.shape[0]):
         world = batch.world[i:i + 1].numpy() if batch.world_present[i] > 0 else None
-        result = reconstructor(i / FPS, batch.boxes[i:i + 1].numpy(), batch.keypoints[i:i + 1].numpy(),
-                               batch.intrinsics[i].numpy(), world_landmarks=world, track_ids=np.array([0]))
-        bodies.append(result.bodies[0])
+        bodies += reconstructor(i / FPS, [0], batch.boxes[i:i + 1].numpy(), batch.keypoints[i:i + 1].numpy(),
+                                batch.intrinsics[i].numpy(), world_landmarks=world)
     return bodies, time.perf_counter() - start
 
 
@@ -155,7 +154,7 @@ def evaluate(frames: int = 30, seed: int = 0, threads: int = 1, rows=ROWS, log=p
     from engines.body import load_body_model
     from engines.lift import Lifter
     from stream.smoothing import BodyParams
-    from stream.reconstruct import BodyReconstructor
+    from stream.stages.lift import BodyReconstructor
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -165,12 +164,12 @@ def evaluate(frames: int = 30, seed: int = 0, threads: int = 1, rows=ROWS, log=p
     # 1. The body stage, once per clip; and the lifter alone.
     clips, raw, lifted, fit_s, count = [], [], [], 0.0, 0
     for _trial, batch in sequences:
-        bodies, seconds = reconstruct(BodyReconstructor(model, lifter=lifter, smoothing="none"), batch)
+        bodies, seconds = reconstruct(BodyReconstructor(model, lifter=lifter), batch)
         fit_s += seconds
         count += sum(b is not None for b in bodies)
         clips.append(batch)
         raw.append(bodies)
-        lifted.append(reconstruct(BodyReconstructor(model, lifter=lifter, smoothing="none", refine=False), batch)[0])
+        lifted.append(reconstruct(BodyReconstructor(model, lifter=lifter, refine=False), batch)[0])
     log(f"body stage: {count} of {sum(len(b) for b in raw)} frames with a body, {1000 * fit_s / max(count, 1):.0f} ms per frame")
     table = {"lifter alone": score(model, clips, lifted)}
     log(f"{'lifter alone':30s} {table['lifter alone']}")
