@@ -1,10 +1,14 @@
-"""Results files (.npz from `meshstream process`) back into packets, to drive any sink offline.
+"""Results files (.npz from `meshstream process`) and published frames back into packets, to
+drive any sink (anything with ``add(packet)``) offline or from another process.
 
-    from stream.replay import read_result_packets
+    from stream.replay import read_result_packets, packet_from_message
     for packet in read_result_packets("out/sample.npz"):
         sink.add(packet)
+    with Subscriber("tcp://127.0.0.1:5556") as sub:      # a live `meshstream run`
+        for message in sub.frames():
+            sink.add(packet_from_message(message))
 
-Each packet has a frame with the file's index and pts_s and a 1x1 black image (results hold
+Each packet from a file has a frame with the file's index and pts_s and a 1x1 black image (results hold
 no pictures), and one Person per row with the body values the file has (arrays the run did
 not compute, which the file holds as NaN, stay None). Frames without anyone in them, which
 add no row, come back as packets with no people, so that timing is kept.
@@ -80,3 +84,27 @@ def _person(arrays: dict[str, np.ndarray], row: int, not_computed: set[str]) -> 
             value = arrays[name][row].astype(np.float32)
             setattr(person, name, value if np.isfinite(value).all() else None)
     return person
+
+
+def packet_from_message(message) -> Packet:
+    """A frame message of the wire protocol (stream.client.Subscriber) -> Packet.
+
+    The frame has the message's frame_index, pts_s, t_capture_ns and a 1x1 black image; each
+    person gets the id, score and bbox of the header and the rows of the per-person arrays the
+    message has (docs/PROTOCOL.md section 4), copied out of the receive buffers.
+    """
+    header = message.header
+    blank = np.zeros((1, 1, 3), np.uint8)
+    frame = Frame(index=int(header["frame_index"]), pts_s=header.get("pts_s"),
+                  t_capture_ns=int(header.get("t_capture_ns") or 0), image=blank)
+    people = []
+    for row, entry in enumerate(header.get("people", ())):
+        person = Person(track_id=int(entry["id"]), score=float(entry.get("score", 0.0)),
+                        bbox=np.asarray(entry.get("bbox", (0, 0, 0, 0)), np.float32))
+        if "keypoints" in message.arrays:
+            person.keypoints = np.array(message.arrays["keypoints"][row], np.float32)
+        for name in _PERSON_FIELDS:
+            if name in message.arrays:
+                setattr(person, name, np.array(message.arrays[name][row], np.float32))
+        people.append(person)
+    return Packet(frame=frame, people=people)

@@ -21,8 +21,10 @@ Several people: ``max_people`` destinations, ports ``port``, ``port + 1``, ... E
 track takes the lowest free destination and keeps it while it is seen; a destination whose
 track has gone is given to the next new track.
 
-Replay a results file to a receiver (real time by its timestamps)::
+From the command line, forward a live `meshstream run` (its ZeroMQ frames) or replay a
+results file (in real time by its timestamps) to a receiver::
 
+    python -m stream.vmc tcp://127.0.0.1:5556 --to 127.0.0.1:39539
     python -m stream.vmc out/sample.npz --to 127.0.0.1:39539
 """
 
@@ -162,8 +164,11 @@ class VmcSender:
 
     def __init__(self, destination: str = f"127.0.0.1:{DEFAULT_VMC_PORT}", max_people: int = 1,
                  body_model=None, upper_chest: bool = True):
-        from pythonosc.udp_client import UDPClient
-
+        try:
+            from pythonosc.udp_client import UDPClient
+        except ImportError:
+            raise VmcError("the VMC sender needs python-osc: pip install 'meshstream[vmc]' "
+                           "(or pip install python-osc)") from None
         host, port = parse_destination(destination)
         if max_people < 1 or port + max_people - 1 > 65535:
             raise VmcError(f"max_people={max_people} with port {port}: need 1 or more people and "
@@ -295,29 +300,47 @@ def replay(packets: Iterable[Packet], sink, speed: float = 1.0) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stream.vmc",
-        description="Send a results file (.npz from `meshstream process`) to a VMC receiver, in real time.")
-    parser.add_argument("results", help="results file (.npz)")
+        description="Send meshstream's bodies to a VMC receiver (VSeeFace, Warudo, Unity, Unreal...): "
+                    "from a live `meshstream run` (its ZeroMQ address) or a results file (.npz).")
+    parser.add_argument("source", help="a publisher address (tcp://HOST:PORT, as given to `meshstream run "
+                                       "--publish`) or a results file (.npz from `meshstream process`)")
     parser.add_argument("--to", default=f"127.0.0.1:{DEFAULT_VMC_PORT}", metavar="HOST:PORT",
                         help=f"the receiver (default 127.0.0.1:{DEFAULT_VMC_PORT})")
     parser.add_argument("--max-people", type=int, default=1, help="people to send, the k-th to PORT+k (default 1)")
-    parser.add_argument("--speed", type=float, default=1.0, help="playback speed; 0 sends as fast as possible")
-    parser.add_argument("--loop", action="store_true", help="start again at the end (Ctrl-C stops)")
     parser.add_argument("--no-upper-chest", action="store_true", help="fold UpperChest into Chest")
+    parser.add_argument("--speed", type=float, default=1.0, help="results file: playback speed; 0 = no waiting")
+    parser.add_argument("--loop", action="store_true", help="results file: start again at the end (Ctrl-C stops)")
+    parser.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                        help="publisher: stop after S seconds without a frame (default: never)")
+    parser.add_argument("--curve-keys", default=None, metavar="DIR", help="publisher: CURVE key folder")
     args = parser.parse_args(argv)
-    from stream.replay import ResultsFileError, read_result_packets
+    from stream.client import Subscriber, SubscriberError
+    from stream.replay import ResultsFileError, packet_from_message, read_result_packets
 
+    live = "://" in args.source
     try:
-        packets = read_result_packets(args.results)
         sender = VmcSender(args.to, max_people=args.max_people, upper_chest=not args.no_upper_chest)
-    except (ResultsFileError, VmcError) as error:
+        if live:
+            source = Subscriber(args.source, curve_keys_dir=args.curve_keys)
+        else:
+            packets = read_result_packets(args.source)
+    except (ResultsFileError, VmcError, SubscriberError) as error:
+        if "sender" in locals():
+            sender.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        while True:
-            count = replay(packets, sender, speed=args.speed)
-            print(f"sent {count} frames to {sender.host}:{sender.port}", flush=True)
-            if not args.loop:
-                break
+        if live:
+            print(f"forwarding {args.source} to {sender.host}:{sender.port}", flush=True)
+            with source:
+                replay((packet_from_message(m) for m in source.frames(timeout_s=args.idle_timeout)), sender, speed=0)
+            print(f"sent {sender.frames} frames", flush=True)
+        else:
+            while True:
+                count = replay(packets, sender, speed=args.speed)
+                print(f"sent {count} frames to {sender.host}:{sender.port}", flush=True)
+                if not args.loop:
+                    break
     except KeyboardInterrupt:
         pass
     finally:
