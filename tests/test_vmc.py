@@ -213,3 +213,48 @@ def test_the_replay_command_names_a_missing_results_file(tmp_path):
                             capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: results file") and "meshstream process" in result.stderr
+
+
+def test_a_results_file_from_process_replays_to_the_receiver_frame_by_frame(tmp_path):
+    results = tmp_path / "sample.npz"
+    process = subprocess.run([sys.executable, "-m", "stream", "process", str(ROOT / "stream" / "assets" / "sample.mp4"),
+                              "-o", str(results), "--max-frames", "6", "--no-progress"],
+                             capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert process.returncode == 0, process.stderr
+    written = np.load(results)
+    receiver = subprocess.Popen([sys.executable, str(RECEIVER), "--frames", "6", "--timeout", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        port = int(receiver.stdout.readline().split()[1])
+        replay = subprocess.run([sys.executable, "-m", "stream.vmc", str(results), "--to", f"127.0.0.1:{port}",
+                                 "--speed", "4"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+        assert replay.returncode == 0 and "sent 6 frames" in replay.stdout, replay.stderr
+        out, err = receiver.communicate(timeout=60)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    assert receiver.returncode == 0, err
+    lines = [json.loads(line)["messages"] for line in out.splitlines() if line.startswith("{")]
+    for messages, pts, joints in zip(lines, written["pts_s"], written["joints"]):
+        assert next(m[1] for m in messages if m[0] == "/VMC/Ext/T") == pytest.approx(pts, abs=1e-6)
+        np.testing.assert_allclose(bones_of(messages)["Hips"][0], -joints[0], atol=1e-6)
+    assert len(lines) == len(written["pts_s"]) == 6
+
+
+def test_replayed_results_keep_the_frames_where_nobody_was_seen(tmp_path, body_model):
+    from stream.replay import read_result_packets
+    from stream.writers import NpzWriter
+
+    path = tmp_path / "gap.npz"
+    writer = NpzWriter(path, meta={"fps": 30.0})
+    for item in (packet(0, [person(track_id=4)]), packet(1, []), packet(2, [person(track_id=4, transl=(0, 0, 3))])):
+        writer.add(item)
+    writer.close()
+    packets = read_result_packets(path)
+    assert [p.frame.index for p in packets] == [0, 1, 2]
+    assert [len(p.people) for p in packets] == [1, 0, 1]
+    assert packets[1].frame.pts_s == pytest.approx(1 / 30)
+    assert packets[2].people[0].track_id == 4
+    np.testing.assert_allclose(packets[2].people[0].transl, [0, 0, 3])
+    np.testing.assert_allclose(packets[0].people[0].global_orient, UPRIGHT_FACING_CAMERA)
