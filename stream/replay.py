@@ -38,6 +38,9 @@ def read_result_packets(path: str | os.PathLike) -> list[Packet]:
     path = Path(path)
     if not path.is_file():
         raise ResultsFileError(f"results file {path} not found (write one with `meshstream process VIDEO -o {path}`)")
+    if not zipfile.is_zipfile(path):
+        raise ResultsFileError(f"{path} is not a results file (.npz files are zip archives; write one with "
+                               "`meshstream process VIDEO -o OUT.npz`)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

@@ -171,8 +171,8 @@ class VmcSender:
                            "(or pip install python-osc)") from None
         host, port = parse_destination(destination)
         if max_people < 1 or port + max_people - 1 > 65535:
-            raise VmcError(f"max_people={max_people} with port {port}: need 1 or more people and "
-                           f"ports up to {port + max_people - 1} <= 65535")
+            raise VmcError(f"max_people={max_people} from port {port}: give at least 1 person, and no more "
+                           f"than the ports up to 65535 allow (the last port would be {port + max_people - 1})")
         try:
             self.clients = [UDPClient(host, port + k) for k in range(max_people)]
         except (socket.gaierror, OSError) as error:

@@ -196,7 +196,7 @@ def test_bad_destinations_get_one_line_errors_that_say_what_to_give():
             parse_destination(bad)
     with pytest.raises(VmcError, match="cannot resolve host"):
         VmcSender("no-such-host.invalid:39539")
-    with pytest.raises(VmcError, match="ports up to 65536"):
+    with pytest.raises(VmcError, match="the last port would be 65536"):
         VmcSender("127.0.0.1:65535", max_people=2)
 
 
