@@ -35,7 +35,7 @@ import logging
 import socket
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from scipy.spatial.transform import Rotation

@@ -35,9 +35,9 @@ def _ensure_mono() -> None:
     if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mono-mcs", "mono-runtime"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=900)
-            subprocess.run(install, env=env, capture_output=True, timeout=900)
+        if subprocess.run(install, env=env, capture_output=True, timeout=900, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=900, check=False)
+            subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
     if not (shutil.which("mcs") and shutil.which("mono")):
         pytest.skip("needs Mono's C# compiler and runtime (apt-get install mono-mcs mono-runtime); "
                     "apt-get is not available here or this user is not root")
@@ -50,7 +50,7 @@ def vmcdump(tmp_path_factory) -> Path:
     exe = tmp_path_factory.mktemp("csharp") / "vmcdump.exe"
     build = subprocess.run(["mcs", "-nologo", "-warnaserror", f"-out:{exe}",
                             str(UNITY / "VmcReceiver.cs"), str(UNITY / "VmcDump.cs")],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, check=False)
     assert build.returncode == 0, build.stdout + build.stderr
     return exe
 
@@ -118,7 +118,7 @@ def test_the_csharp_receiver_decodes_a_live_meshstream_run_forwarded_over_vmc(vm
                                "--wait-subscribers", "30", "--no-vertices")
         try:
             out, err = receiver.communicate(timeout=150)
-            run_out, run_err = run.communicate(timeout=60)
+            _, run_err = run.communicate(timeout=60)
         finally:
             _stop(run)
         assert receiver.returncode == 0, err
