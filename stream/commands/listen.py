@@ -39,6 +39,20 @@ def _describe_meta(meta) -> str:
             f"fy={intr.get('fy', 0):.1f} {intr.get('width')}x{intr.get('height')}")
 
 
+def _describe_frame(message, now_ns: int, as_json: bool = False) -> str:
+    """One line for a decoded frame message; latency from its capture time to ``now_ns``."""
+    import json
+
+    header = message.header
+    latency_ms = (now_ns - header["t_capture_ns"]) / 1e6
+    if as_json:
+        return json.dumps({"topic": message.topic, "header": header, "latency_ms": round(latency_ms, 3)})
+    arrays = " ".join(f"{name}{list(a.shape)}" for name, a in message.arrays.items())
+    pts_s = header["pts_s"] if header["pts_s"] is not None else float("nan")
+    return (f"frame {header['frame_index']:6d} seq {header['seq']:6d} pts {pts_s:8.3f} s "
+            f"people {len(header['people'])} latency {latency_ms:7.1f} ms {arrays}")
+
+
 def run(args) -> int:
     import json
     import sys
@@ -86,15 +100,7 @@ def run(args) -> int:
                         print(_describe_meta(message), flush=True)
                 continue
             frames += 1
-            latency_ms = (now - header["t_capture_ns"]) / 1e6
-            if args.json:
-                print(json.dumps({"topic": message.topic, "header": header, "latency_ms": round(latency_ms, 3)}),
-                      flush=True)
-            else:
-                arrays = " ".join(f"{name}{list(a.shape)}" for name, a in message.arrays.items())
-                pts_s = header["pts_s"] if header["pts_s"] is not None else float("nan")
-                print(f"frame {header['frame_index']:6d} seq {header['seq']:6d} pts {pts_s:8.3f} s "
-                      f"people {len(header['people'])} latency {latency_ms:7.1f} ms {arrays}", flush=True)
+            print(_describe_frame(message, now, args.json), flush=True)
             if args.slow:
                 time.sleep(args.slow)
     except KeyboardInterrupt:
