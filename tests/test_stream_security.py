@@ -19,7 +19,7 @@ import zmq
 from stream import protocol
 from stream.client import Subscriber, SubscriberError
 from stream.keys import create_curve_keys
-from stream.publisher import PublishError, Publisher
+from stream.publisher import Publisher, PublishError
 from tests.stream_helpers import ROOT, free_port, make_clip, meshstream, meshstream_popen
 
 SQUATS = ROOT / "stream" / "assets" / "sample.mp4"
@@ -68,7 +68,7 @@ def test_run_with_bad_curve_keys_exits_at_once_with_one_line_naming_the_file(tmp
                                    "--curve-keys", str(folder)) for name, (folder, _) in cases.items()}
     for name, run in runs.items():
         try:
-            out, err = run.communicate(timeout=60)  # it used to hang here forever
+            _, err = run.communicate(timeout=60)  # it used to hang here forever
         except subprocess.TimeoutExpired:
             run.kill()
             pytest.fail(f"{name}: run hung")
@@ -350,7 +350,7 @@ def test_a_message_claiming_1_gib_is_dropped_before_the_subscriber_buffers_it():
             for _ in range(256):
                 conn.sendall(chunk)
                 streamed += len(chunk)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             pass  # the subscriber hung up: what it should do
         time.sleep(0.5)
         grown = _rss_mib(subscriber.pid) - baseline
