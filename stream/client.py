@@ -116,6 +116,7 @@ class Subscriber:
         elif message.kind == "end":
             # seq of an end message = frame messages published; frames after the last one seen were lost.
             self._count_gap(message.header["seq"])
+            self._last_seq = None  # a publisher started again on the address counts from 0
             self.end = message
         else:
             self._count_gap(message.header["seq"])

@@ -147,6 +147,8 @@ class Publisher:
         """Send the ``end`` message after every frame already handed over (call it once the
         last frame is published, from any thread). reason: one of protocol.END_REASONS.
         Returns True once it is on the socket; later calls do nothing."""
+        if reason not in protocol.END_REASONS:
+            raise ValueError(f"end-of-stream reason {reason!r}: use one of {protocol.END_REASONS}")
         if self._end_frames is not None or self._thread is None or not self._thread.is_alive():
             return self._end_sent.is_set()
         timeout_s = self._flush_timeout_s() if timeout_s is None else timeout_s

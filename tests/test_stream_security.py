@@ -362,3 +362,21 @@ def test_a_message_claiming_1_gib_is_dropped_before_the_subscriber_buffers_it():
     print(f"huge message: {streamed / 2**20:.0f} MiB streamed before the hang-up, subscriber grew {grown:.1f} MiB")
     assert grown < 32, f"the subscriber buffered the message: +{grown:.0f} MiB"
     assert streamed < 200 << 20  # it hung up instead of reading on
+
+
+# 5. The documents state the limits the code applies -----------------------------------------------
+def test_protocol_and_security_docs_state_the_limits_and_end_reasons_the_code_uses():
+    import inspect
+
+    from stream import client, publisher
+
+    protocol_doc = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    security_doc = (ROOT / "docs" / "SECURITY.md").read_text()
+    assert client.DEFAULT_MAX_MESSAGE_BYTES == 64 << 20 and protocol.MAX_HEADER_BYTES == 1 << 20
+    for doc in (protocol_doc, security_doc):
+        assert "64 MiB" in doc and "1 MiB" in doc and f"{protocol.MAX_JSON_DEPTH} deep" in doc
+    assert inspect.signature(Publisher).parameters["meta_resend_min_s"].default == 0.25 and "0.25 s" in protocol_doc
+    assert "4 times a second" in security_doc and publisher.MAX_SUBSCRIPTION_BYTES == 4096 and "4 KiB" in security_doc
+    end_section = protocol_doc.split("## 6. End messages")[1].split("\n## ")[0]
+    assert all(f'`"{reason}"`' in end_section for reason in protocol.END_REASONS)
+    assert "| 1 | 1.1 | `end` message" in protocol_doc
