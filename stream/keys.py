@@ -16,6 +16,7 @@ file that its group or other users may read is refused, as OpenSSH refuses such 
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -26,6 +27,7 @@ import zmq.auth
 from zmq.utils import z85
 
 SERVER = "server"
+log = logging.getLogger("meshstream.keys")
 
 
 class CurveKeyError(Exception):
@@ -156,4 +158,8 @@ def load_server_keys(directory: str | os.PathLike) -> tuple[bytes, bytes, Path]:
                             "key of each client allowed in)")
     for path in client_keys:
         load_public_key(path)
+    others = sorted(p.name for p in directory.glob("*.key_secret") if p.name != f"{SERVER}.key_secret")
+    if others:
+        log.warning("%s also holds client secret keys (%s); the publisher needs none of them: give each client "
+                    "its own folder (`meshstream keys DIR`)", directory, ", ".join(others))
     return public, secret, authorized
