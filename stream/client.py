@@ -81,8 +81,9 @@ class Subscriber:
 
     def _configure_curve(self, directory: Path, client_name: str) -> None:
         if not directory.is_dir():
-            raise CurveKeyError(f"CURVE key folder {directory} {'is not a folder' if directory.exists() else 'does not exist'} "
-                            "(make one with `meshstream keys DIR`; a client uses DIR/<name>)")
+            state = "is not a folder" if directory.exists() else "does not exist"
+            raise CurveKeyError(f"CURVE key folder {directory} {state} (make one with `meshstream keys DIR`; "
+                                "a client uses DIR/<name>)")
         public, secret = load_secret_key(directory / f"{client_name}.key_secret", "client")
         server_key = load_public_key(directory / "server.key")
         if (directory / "server.key_secret").exists():
@@ -122,6 +123,7 @@ class Subscriber:
             self._count_gap(message.header["seq"])
             self._last_seq = message.header["seq"]
             self.stats["frames"] += 1
+            self.end = None  # frames again: a new stream has begun
         return message
 
     def _count_gap(self, seq: int) -> None:

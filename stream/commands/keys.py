@@ -38,5 +38,6 @@ def run(args) -> int:
     directory = Path(directory)
     print(f"publisher: --curve-keys {directory / 'server'}")
     for name in clients:
-        print(f"subscriber {name}: --curve-keys {directory / name}" + (f" --client-name {name}" if name != "client" else ""))
+        name_option = f" --client-name {name}" if name != "client" else ""
+        print(f"subscriber {name}: --curve-keys {directory / name}{name_option}")
     return 0
