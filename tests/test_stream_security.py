@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -380,3 +381,22 @@ def test_protocol_and_security_docs_state_the_limits_and_end_reasons_the_code_us
     end_section = protocol_doc.split("## 6. End messages")[1].split("\n## ")[0]
     assert all(f'`"{reason}"`' in end_section for reason in protocol.END_REASONS)
     assert "| 1 | 1.1 | `end` message" in protocol_doc
+
+
+def test_sent_counts_every_frame_once_the_producer_releases_its_socket():
+    """What `meshstream run` prints as "published N messages" is read right after the publishing
+    stage closes: by then every frame handed over must be counted."""
+    vertices = np.zeros((1, 13_718, 3), np.float32)
+    with Publisher(_address(), handover_hwm=1000) as pub:
+        for burst in (1, 50, 200):
+            before = pub.sent
+
+            def produce():
+                for i in range(burst):
+                    assert pub.publish({**FRAME, "frame_index": i}, [("vertices", vertices)])
+                pub.release_thread_socket()
+
+            producer = threading.Thread(target=produce)
+            producer.start()
+            producer.join()
+            assert pub.sent - before == burst
