@@ -135,7 +135,17 @@ class Chain:
         if self.publisher is not None and self.config.wait_subscribers_s > 0:
             if not self.publisher.wait_for_subscriber(self.config.wait_subscribers_s):
                 log.warning("no subscriber after %.1f s; starting anyway", self.config.wait_subscribers_s)
-        return self.pipeline.run()
+        reason = "error"
+        try:
+            stats = self.pipeline.run()
+            reason = "finished"
+            return stats
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            raise
+        finally:
+            if self._own_publisher and self.publisher is not None:
+                self.publisher.end_of_stream(reason)  # subscribers stop cleanly (docs/PROTOCOL.md)
 
     def stop(self) -> None:
         """Stop reading; the frames already read still go through (thread-safe)."""

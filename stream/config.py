@@ -96,7 +96,8 @@ class Config:
                                      flag="--no-vertices", invert=True)
     float16: bool = _option(False, "publish vertices as float16 (half the bytes)")
     source_name: str | None = _option(None, "publish frames on topic meshstream.frame.NAME", metavar="NAME")
-    curve_keys: str | None = _option(None, "CURVE-encrypt and authenticate with the keys in DIR (docs/PROTOCOL.md)",
+    curve_keys: str | None = _option(None, "CURVE-encrypt and authenticate with the server's keys in DIR (DIR/server of "
+                                     "`meshstream keys DIR`; docs/SECURITY.md)",
                                      metavar="DIR")
     meta_interval_s: float = _option(2.0, "republish the topology every S seconds", flag="--meta-interval",
                                      unit="s", low=0, low_open=True, metavar="S")

@@ -272,10 +272,10 @@ def test_curve_keys_let_the_authorised_listener_in_and_keep_a_plain_one_out(tmp_
     keys = create_curve_keys(tmp_path / "keys")
     address = f"tcp://127.0.0.1:{free_port()}"
     run = meshstream_popen("run", str(SQUATS), "--realtime", "--pose", "off", "--max-frames", "15",
-                           "--publish", address, "--curve-keys", str(keys))
+                           "--publish", address, "--curve-keys", str(keys / "server"))
     try:
         plain = meshstream_popen("listen", address, "--count", "1", "--timeout", "4")
-        allowed = meshstream("listen", address, "--count", "3", "--curve-keys", str(keys), "--timeout", "20")
+        allowed = meshstream("listen", address, "--count", "3", "--curve-keys", str(keys / "client"), "--timeout", "20")
         plain_out, plain_err = plain.communicate(timeout=30)
     finally:
         run.wait(timeout=30)
