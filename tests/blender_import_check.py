@@ -6,7 +6,7 @@ Run with a Python that has bpy (tests/test_export_blender.py does):
 
 The report (JSON) has, for each file: the armature's bone names, the animation's first and last
 Blender frame, and every bone head's world position (Blender's z-up world, metres) at every
-animated frame: {"bvh": {...}, "glb": {...}}.
+animated frame: {"bvh": {...}, "glb": {"armatures": [...], "meshes": {...}, "assigned_actions": [...]}}.
 """
 
 from __future__ import annotations
@@ -51,7 +51,14 @@ def import_glb(path: str, fps: float) -> dict:
     reset_scene(fps)
     bpy.ops.import_scene.gltf(filepath=path)
     armatures = sorted((o for o in bpy.context.scene.objects if o.type == "ARMATURE"), key=lambda o: o.name)
-    report = {"armatures": [armature_report(a) for a in armatures]}
+    # Blender's importer makes only the file's first animation active; each other person's
+    # action (named as their armature) is assigned here, as docs/CONSUMERS.md tells users to.
+    assigned = []
+    for armature in armatures:
+        if armature.animation_data is None or armature.animation_data.action is None:
+            armature.animation_data_create().action = bpy.data.actions[armature.name]
+            assigned.append(armature.name)
+    report = {"armatures": [armature_report(a) for a in armatures], "assigned_actions": assigned}
     report["meshes"] = {o.name: {"vertices": len(o.data.vertices), "faces": len(o.data.polygons),
                                  "vertex_groups": len(o.vertex_groups)}
                         for o in bpy.context.scene.objects if o.type == "MESH"}

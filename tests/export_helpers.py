@@ -67,3 +67,21 @@ def glb_joint_worlds(gltf, skin_index: int, animation_index: int, key: int) -> n
         return matrix if parent is None else world(parent) @ matrix
 
     return np.stack([world(node) for node in skin.joints])
+
+
+def with_second_person(arrays: dict, first_frame: int = 10, track_id: int = 4, shift_x: float = -1.0) -> dict:
+    """The results' rows plus a second person: the first person's motion from first_frame on,
+    a metre to the side (shift_x, metres), under another track id. -> arrays without meta."""
+    later = arrays["frame_index"] >= first_frame
+    second = {name: value[later].copy() for name, value in arrays.items() if name != "meta"}
+    second["track_id"][:] = track_id
+    second["transl"][:, 0] += shift_x
+    second["joints"][:, :, 0] += shift_x
+    return {name: np.concatenate([arrays[name], second[name]]) for name in second}
+
+
+def write_results(path: Path, arrays: dict, meta: dict) -> Path:
+    """A results .npz in stream.writers.NpzWriter's layout."""
+    np.savez(path, **{name: value for name, value in arrays.items() if name != "meta"},
+             meta=np.array(json.dumps(meta)))
+    return path

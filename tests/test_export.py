@@ -22,7 +22,7 @@ from engines.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 from stream.exporters import BvhWriter, ExportError, GlbWriter, export_bvh, export_glb
 from stream.frames import Frame, Packet, Person
 from tests.export_helpers import (CAMERA_FROM_Y_UP, ROOT, glb_array, glb_joint_worlds, load_results,
-                                  process_sample)
+                                  process_sample, with_second_person, write_results)
 
 pygltflib = pytest.importorskip("pygltflib")
 
@@ -57,10 +57,6 @@ def bvh_joints_in_camera(path, units_per_metre=100.0) -> tuple[mocap.BvhClip, np
 def rest_joints(body_model, betas) -> np.ndarray:
     with torch.no_grad():
         return body_model.rest_joints(torch.as_tensor(betas[None], dtype=torch.float32))[0].double().numpy()
-
-
-def write_results(path, arrays: dict, meta: dict) -> None:
-    np.savez(path, **{**arrays, "meta": np.array(json.dumps(meta))})
 
 
 def packets_from_results(arrays: dict) -> list[Packet]:
@@ -239,12 +235,8 @@ def test_glb_passes_the_khronos_validator(results, tmp_path):
 
 def test_glb_sink_holds_every_person_with_their_own_animation(results, tmp_path, body_model):
     arrays, meta = load_results(results)
-    late = arrays["frame_index"] >= 10
-    second = {k: v[late].copy() for k, v in arrays.items() if k != "meta"}
-    second["track_id"][:] = 4
-    second["transl"][:, 0] -= 1.0
-    second["joints"][:, :, 0] -= 1.0
-    both = {k: np.concatenate([arrays[k], second[k]]) for k in second}
+    both = with_second_person(arrays, first_frame=10, track_id=4, shift_x=-1.0)
+    second = {name: value[both["track_id"] == 4] for name, value in both.items()}
     sink = GlbWriter(tmp_path / "two.glb", body_model, fps=meta["fps"])
     for packet in packets_from_results(both):
         sink.add(packet)

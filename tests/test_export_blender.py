@@ -18,7 +18,7 @@ import pytest
 from engines.body import load_body_model
 from engines.skeleton import SMPL_JOINT_NAMES
 from stream.exporters import export_bvh, export_glb
-from tests.export_helpers import ROOT, load_results, process_sample
+from tests.export_helpers import ROOT, load_results, process_sample, with_second_person, write_results
 
 pytestmark = pytest.mark.blender
 
@@ -36,22 +36,32 @@ def blender_python() -> str | None:
     return None
 
 
+def run_blender(python: str, out: Path, fps: float, bvh: Path | None = None, glb: Path | None = None) -> dict:
+    command = [python, str(ROOT / "tests" / "blender_import_check.py"), "--fps", str(fps), "--out", str(out)]
+    if bvh:
+        command += ["--bvh", str(bvh), "--bvh-scale", "0.01"]
+    if glb:
+        command += ["--glb", str(glb)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 @pytest.fixture(scope="module")
 def blender_report(tmp_path_factory):
+    """Blender's view of the BVH and GLB of a real 20-frame run, of one person and of two."""
     python = blender_python()
     if python is None:
         pytest.skip("no Python with bpy (make test-blender installs one in .venv-blender)")
     folder = tmp_path_factory.mktemp("blender")
     results = process_sample(folder / "sample.npz")
+    arrays, meta = load_results(results)
     (bvh,) = export_bvh(results, folder / "sample.bvh")
     glb = export_glb(results, folder / "sample.glb")
-    _, meta = load_results(results)
-    report = folder / "report.json"
-    done = subprocess.run([python, str(ROOT / "tests" / "blender_import_check.py"), "--bvh", str(bvh),
-                           "--bvh-scale", "0.01", "--glb", str(glb), "--fps", str(meta["fps"]), "--out", str(report)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(report.read_text()), results
+    report = run_blender(python, folder / "one.json", meta["fps"], bvh, glb)
+    two = write_results(folder / "two.npz", with_second_person(arrays, first_frame=10, track_id=4), meta)
+    report["two"] = run_blender(python, folder / "two.json", meta["fps"], glb=export_glb(two, folder / "two.glb"))["glb"]
+    return report, results, two
 
 
 def camera_from_blender(position) -> np.ndarray:
@@ -80,7 +90,7 @@ def check_armature(armature: dict, arrays: dict, first_video_frame: int) -> None
 
 
 def test_blender_imports_the_bvh_with_its_frames_bones_and_joints(blender_report):
-    report, results = blender_report
+    report, results, _ = blender_report
     arrays, _ = load_results(results)
     armature = report["bvh"]
     assert armature["last_frame"] - armature["first_frame"] + 1 == arrays["frame_index"].max() + 1 == 20
@@ -88,10 +98,25 @@ def test_blender_imports_the_bvh_with_its_frames_bones_and_joints(blender_report
 
 
 def test_blender_imports_the_glb_with_its_skinned_body_and_animation(blender_report):
-    report, results = blender_report
+    report, results, _ = blender_report
     arrays, _ = load_results(results)
     (armature,) = report["glb"]["armatures"]
     assert armature["last_frame"] - armature["first_frame"] + 1 == len(arrays["frame_index"]) == 20
     check_armature(armature, arrays, first_video_frame=int(arrays["frame_index"][0]))
     body = report["glb"]["meshes"]["person_1_body"]
     assert body["vertices"] == load_body_model("open").num_vertices and body["vertex_groups"] == 24
+
+
+def test_blender_animates_every_person_of_a_glb_once_their_actions_are_assigned(blender_report):
+    """Blender's importer makes only the first animation active; the second person's action,
+    named as their armature, is assigned as docs/CONSUMERS.md says, and then plays right."""
+    report, _, two = blender_report
+    arrays, _ = load_results(two)
+    armatures = {armature["object"]: armature for armature in report["two"]["armatures"]}
+    assert sorted(armatures) == ["person_1", "person_4"]
+    assert report["two"]["assigned_actions"] == ["person_4"]
+    for track_id in (1, 4):
+        rows = {name: value[arrays["track_id"] == track_id] for name, value in arrays.items() if name != "meta"}
+        armature = armatures[f"person_{track_id}"]
+        assert armature["last_frame"] - armature["first_frame"] + 1 == len(rows["frame_index"])
+        check_armature(armature, rows, first_video_frame=int(rows["frame_index"][0]))
