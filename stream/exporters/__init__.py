@@ -9,12 +9,12 @@ file::
 
 Conventions (docs/CONSUMERS.md): y up, the camera at the origin looking along -z (meshstream's
 camera frame turned half a turn about x); BVH in centimetres with ZXY rotation channels, frame
-k = video frame k; GLB in metres, key times frame_index / fps. Needs the ``export`` extra
-(bvhio, pygltflib): ``pip install 'meshstream[export]'``.
+k = video frame k; GLB in metres, key times frame_index / fps. GLB needs the ``export`` extra
+(pygltflib): ``pip install 'meshstream[export]'``; BVH needs nothing more.
 """
 
 from stream.exporters.bvh import BvhWriter, bvh_paths, export_bvh
 from stream.exporters.gltf import GlbWriter, export_glb
 from stream.exporters.motion import Y_UP_FROM_CAMERA, ExportError
 
-__all__ = ["BvhWriter", "ExportError", "GlbWriter", "Y_UP_FROM_CAMERA", "bvh_paths", "export_bvh", "export_glb"]
+__all__ = ["Y_UP_FROM_CAMERA", "BvhWriter", "ExportError", "GlbWriter", "bvh_paths", "export_bvh", "export_glb"]

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.bvh and not args.glb:
         parser.error("give --bvh OUT.bvh and/or --glb OUT.glb")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from stream.exporters import ExportError, export_bvh, export_glb
 
     try:

@@ -1,4 +1,9 @@
-"""BVH export: each person's motion on their own skeleton (written with the bvhio package).
+"""BVH export: each person's motion on their own skeleton.
+
+Written here (a short text format) rather than with a BVH package: bvhio, the maintained one,
+turns rotations into Euler angles without handling gimbal lock (a 90 degree turn about the
+middle axis came out wrong by up to 17 cm at the joints) and prints small numbers in
+scientific notation; scipy's conversion is exact there.
 
 One BVH file holds one skeleton, so each person gets a file: ``OUT.bvh`` for the person seen in
 the most frames, ``OUT.<track id>.bvh`` for each other person (see :func:`bvh_paths`).
@@ -29,8 +34,15 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from stream.exporters.motion import (ExportError, MotionCollector, TrackMotion, check_output_path, read_results,
-                                     require, resolve_body_model, rest_skeleton)
+from stream.exporters.motion import (
+    ExportError,
+    MotionCollector,
+    TrackMotion,
+    check_output_path,
+    read_results,
+    resolve_body_model,
+    rest_skeleton,
+)
 from stream.frames import Packet
 
 log = logging.getLogger("meshstream.exporters.bvh")
@@ -49,15 +61,62 @@ def bvh_paths(path: str | os.PathLike, tracks: list[TrackMotion]) -> list[Path]:
             for i, track in enumerate(tracks)]
 
 
+def hierarchy_order(parents: list[int]) -> list[int]:
+    """Joints depth first from the root, children in index order: the order BVH lists them."""
+    order, stack = [], [parents.index(-1)]
+    while stack:
+        joint = stack.pop()
+        order.append(joint)
+        stack.extend(reversed([child for child, parent in enumerate(parents) if parent == joint]))
+    return order
+
+
+def bvh_hierarchy(names: list[str], parents: list[int], rest: np.ndarray) -> str:
+    """The HIERARCHY section: rest (24, 3) joint positions in file units."""
+    lines = ["HIERARCHY"]
+
+    def number(values) -> str:
+        return " ".join(f"{v:.{DECIMALS}f}" for v in values)
+
+    def joint_block(joint: int, depth: int) -> None:
+        pad = "\t" * depth
+        parent = parents[joint]
+        lines.append(f"{pad}{'ROOT' if parent < 0 else 'JOINT'} {names[joint]}")
+        lines.append(f"{pad}{{")
+        offset = np.zeros(3) if parent < 0 else rest[joint] - rest[parent]
+        channels = ROOT_CHANNELS if parent < 0 else ROTATION_CHANNELS
+        lines.append(f"{pad}\tOFFSET {number(offset)}")
+        lines.append(f"{pad}\tCHANNELS {len(channels)} {' '.join(channels)}")
+        children = [child for child, p in enumerate(parents) if p == joint]
+        for child in children:
+            joint_block(child, depth + 1)
+        if not children:
+            lines.extend([f"{pad}\tEnd Site", f"{pad}\t{{", f"{pad}\t\tOFFSET {number(0.5 * offset)}", f"{pad}\t}}"])
+        lines.append(f"{pad}}}")
+
+    joint_block(parents.index(-1), 0)
+    return "\n".join(lines) + "\n"
+
+
+def bvh_motion(rotations: np.ndarray, root: np.ndarray, order: list[int]) -> np.ndarray:
+    """The MOTION values: local rotations (N, 24, 3, 3), root positions (N, 3) in file units,
+    joints in file order -> (N, 3 + 3 * 24) float64, rotation channels in degrees.
+
+    Angles are intrinsic Z, X, Y (R = Rz Rx Ry); each channel is unwrapped over time (whole
+    turns added where it would jump by more than half a turn), the same rotations with no spin
+    between frames for tools that interpolate.
+    """
+    frames = len(rotations)
+    with warnings.catch_warnings():  # at gimbal lock scipy sets Y to 0; the rotation stays exact
+        warnings.simplefilter("ignore", UserWarning)
+        angles = Rotation.from_matrix(rotations[:, order].reshape(-1, 3, 3)).as_euler("ZXY", degrees=True)
+    angles = np.unwrap(angles.reshape(frames, -1), period=360.0, axis=0)
+    return np.concatenate([root, angles], axis=1)
+
+
 def write_bvh(path: str | os.PathLike, track: TrackMotion, body_model, fps: float, first_frame: int,
               last_frame: int, units: str = "cm") -> Path:
     """Write one person's BVH (atomically: a temporary file, then a rename). -> the path."""
-    with warnings.catch_warnings():  # PyGLM announces a rename of its module; bvhio uses the old name
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        bvhio = require("bvhio", "BVH")
-        import glm
-        from SpatialTransform import Pose
-
     if units not in UNITS_PER_METRE:
         raise ExportError(f"BVH units must be one of {', '.join(UNITS_PER_METRE)}, not {units!r}")
     if not fps or fps <= 0:
@@ -65,35 +124,21 @@ def write_bvh(path: str | os.PathLike, track: TrackMotion, body_model, fps: floa
     path = Path(path)
     scale = UNITS_PER_METRE[units]
     parents = [int(p) for p in body_model.parents]
-    names = list(body_model.joint_names)
+    order = hierarchy_order(parents)
     rest = rest_skeleton(body_model, track.betas) * scale
     rotations, root = track.dense(first_frame, last_frame)
-    quats = Rotation.from_matrix(rotations.reshape(-1, 3, 3)).as_quat().reshape(len(rotations), 24, 4)  # x y z w
-    root = root * scale
-
-    joints = []
-    for index, name in enumerate(names):
-        parent = parents[index]
-        joint = bvhio.BvhJoint(name, glm.vec3(0.0) if parent < 0 else glm.vec3(*(rest[index] - rest[parent])))
-        joint.Channels = list(ROOT_CHANNELS if parent < 0 else ROTATION_CHANNELS)
-        joint.Keyframes = [Pose(glm.vec3(*root[f]) if parent < 0 else glm.vec3(0.0),
-                                glm.quat(q[3], q[0], q[1], q[2]))
-                           for f, q in enumerate(quats[:, index])]
-        joints.append(joint)
-        if parent >= 0:
-            joints[parent].Children.append(joint)
-    for index, joint in enumerate(joints):
-        if not joint.Children and parents[index] >= 0:
-            joint.EndSite = glm.vec3(*(0.5 * (rest[index] - rest[parents[index]])))
-    container = bvhio.BvhContainer(joints[parents.index(-1)], len(quats), 1.0 / fps)
+    motion = bvh_motion(rotations, root * scale, order)
     temporary = path.with_name(path.name + ".partial")
     try:
-        bvhio.writeBvh(str(temporary), container, DECIMALS)
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(bvh_hierarchy(list(body_model.joint_names), parents, rest))
+            f.write(f"MOTION\nFrames: {len(motion)}\nFrame Time: {1.0 / fps:.8f}\n")
+            np.savetxt(f, motion, fmt=f"%.{DECIMALS}f", delimiter=" ")
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise ExportError(f"cannot write {path}: {exc}") from exc
-    log.info("wrote %s: person %d, %d frames at %.3g fps", path, track.track_id, len(quats), fps)
+    log.info("wrote %s: person %d, %d frames at %.3g fps", path, track.track_id, len(motion), fps)
     return path
 
 
@@ -115,9 +160,6 @@ class BvhWriter:
     """
 
     def __init__(self, path: str | os.PathLike, body_model, fps: float, units: str = "cm"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            require("bvhio", "BVH")
         self.path = check_output_path(path, ".bvh")
         if units not in UNITS_PER_METRE:
             raise ExportError(f"BVH units must be one of {', '.join(UNITS_PER_METRE)}, not {units!r}")

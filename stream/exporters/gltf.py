@@ -29,8 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from stream import __version__
-from stream.exporters.motion import (ExportError, MotionCollector, TrackMotion, check_output_path, read_results,
-                                     require, resolve_body_model, rest_skeleton, rest_vertices)
+from stream.exporters.motion import (
+    ExportError,
+    MotionCollector,
+    TrackMotion,
+    check_output_path,
+    read_results,
+    require,
+    resolve_body_model,
+    rest_skeleton,
+    rest_vertices,
+)
 from stream.frames import Packet
 
 log = logging.getLogger("meshstream.exporters.gltf")

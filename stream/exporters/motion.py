@@ -164,11 +164,12 @@ class MotionCollector:
                             "(run with tracking to export each person)", frame_index)
                 self._warned_untracked = True
             return
-        joints = np.full((24, 3), np.nan) if joints is None else np.asarray(joints, np.float64).reshape(24, 3)
-        rows[frame_index] = (np.asarray(global_orient, np.float64).reshape(3),
-                             np.asarray(body_pose, np.float64).reshape(23, 3),
-                             np.asarray(betas, np.float64).reshape(10),
-                             np.asarray(transl, np.float64).reshape(3), joints)
+        # float32, as the pipeline makes them: an hour at 30 fps is about 70 MB a person.
+        joints = np.full((24, 3), np.nan, np.float32) if joints is None else np.asarray(joints, np.float32).reshape(24, 3)
+        rows[frame_index] = (np.asarray(global_orient, np.float32).reshape(3),
+                             np.asarray(body_pose, np.float32).reshape(23, 3),
+                             np.asarray(betas, np.float32).reshape(10),
+                             np.asarray(transl, np.float32).reshape(3), joints)
         self.first_frame = frame_index if self.first_frame is None else min(self.first_frame, frame_index)
         self.last_frame = frame_index if self.last_frame is None else max(self.last_frame, frame_index)
 
@@ -177,7 +178,8 @@ class MotionCollector:
         out = []
         for track_id, rows in self._rows.items():
             frames = sorted(rows)
-            global_orient, body_pose, betas, transl, joints = (np.stack(a) for a in zip(*(rows[f] for f in frames)))
+            global_orient, body_pose, betas, transl, joints = (np.stack(a).astype(np.float64)
+                                                               for a in zip(*(rows[f] for f in frames)))
             shape = np.median(betas, axis=0)
             # The root joint is the pelvis: rest position of the frame's shape plus transl.
             unique, inverse = np.unique(betas, axis=0, return_inverse=True)
