@@ -217,6 +217,7 @@ def test_glb_loads_with_consistent_accessors_skin_and_animation(results, tmp_pat
     times = glb_array(gltf, animation.samplers[0].input)[:, 0]
     np.testing.assert_allclose(times, arrays["frame_index"] / meta["fps"], atol=1e-6)
     assert len(animation.channels) == 25  # 24 rotations and the pelvis translation
+    assert gltf.scenes[gltf.scene].extras == {"fps": meta["fps"]}
 
     scene = trimesh.load(str(path))
     (body,) = scene.geometry.values()

@@ -14,7 +14,8 @@ The file holds, for each person (the longest track first):
   LINEAR (players slerp rotations). Between sightings the player interpolates; before the
   first and after the last key it holds the end pose.
 
-Axes and units are glTF's: metres, y up; the world is meshstream's camera frame turned half a
+The scene's extras record the video's frame rate (``{"fps": 30.0}``). Axes and units are
+glTF's: metres, y up; the world is meshstream's camera frame turned half a
 turn about x, so the camera sits at the origin looking along -z. Vertex positions come from
 the body model without pose correctives (skinning weights only), which is exact for the open
 model (it has none).
@@ -193,7 +194,7 @@ def write_glb(path: str | os.PathLike, tracks: list[TrackMotion], body_model, fp
         raise ExportError(f"the frame rate must be positive to time the animation; got {fps!r}")
     builder = _Builder(g)
     roots = [node for track in tracks for node in _add_person(builder, track, body_model, float(fps))]
-    builder.gltf.scenes.append(g.Scene(name="meshstream", nodes=roots))
+    builder.gltf.scenes.append(g.Scene(name="meshstream", nodes=roots, extras={"fps": float(fps)}))
     builder.gltf.scene = 0
     builder.finish()
     temporary = path.with_name(path.name + ".partial")

@@ -95,12 +95,15 @@ class TrackMotion:
 
 def rest_skeleton(body_model, betas: np.ndarray) -> np.ndarray:
     """The rest-pose (T-pose) joints of a shape: betas (10,) -> (24, 3) float64 metres, in the
-    body model's canonical frame (y up, facing +z), which is the exported y-up world's."""
+    body model's canonical frame (y up, facing +z), which is the exported y-up world's.
+    A batch of shapes (B, 10) gives (B, 24, 3)."""
     import torch
 
+    betas = np.asarray(betas, np.float64)
     with torch.no_grad():
-        shape = torch.as_tensor(np.asarray(betas, np.float64)[None], dtype=body_model.dtype, device=body_model.device)
-        return body_model.rest_joints(shape)[0].double().cpu().numpy()
+        shape = torch.as_tensor(betas.reshape(-1, 10), dtype=body_model.dtype, device=body_model.device)
+        joints = body_model.rest_joints(shape).double().cpu().numpy()
+    return joints[0] if betas.ndim == 1 else joints
 
 
 def rest_vertices(body_model, betas: np.ndarray) -> np.ndarray:
@@ -183,7 +186,7 @@ class MotionCollector:
             shape = np.median(betas, axis=0)
             # The root joint is the pelvis: rest position of the frame's shape plus transl.
             unique, inverse = np.unique(betas, axis=0, return_inverse=True)
-            rest_pelvis = np.stack([rest_skeleton(body_model, b)[0] for b in unique])
+            rest_pelvis = rest_skeleton(body_model, unique)[:, 0]
             pelvis = rest_pelvis[np.asarray(inverse).reshape(-1)] + transl
             out.append(TrackMotion(track_id, np.asarray(frames, np.int64), global_orient, body_pose,
                                    shape, pelvis, joints))
