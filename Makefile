@@ -37,7 +37,9 @@ $(VENV)/.installed: pyproject.toml
 demo: models
 	$(BIN)/meshstream run
 	mkdir -p out
-	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4
+	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 \
+		--bvh out/sample.bvh --glb out/sample.glb
+	@echo "the sample's results: out/sample.npz, overlay video out/sample.mp4, animation out/sample.bvh and out/sample.glb (docs/CONSUMERS.md)"
 
 test: models gltf-validator
 	$(BIN)/python -m pytest -q -ra

@@ -193,7 +193,7 @@ def compose(config: Config, sinks: list | tuple = (), source=None, publisher=Non
 
     from stream.stages import PublishOptions, PublishStage, WriterStage
 
-    for path in (config.results, config.render):
+    for path in (config.results, config.render, config.bvh, config.glb):
         if path:
             _check_output_folder(path)
     own_publisher = publisher is None and config.publish is not None
@@ -226,6 +226,7 @@ def compose(config: Config, sinks: list | tuple = (), source=None, publisher=Non
         if config.render:
             writers["overlay"] = _overlay_writer(config, source, engines, intrinsics)
             stages.append(WriterStage(writers["overlay"], name="overlay", budget_ms=30.0))
+        stages += _export_stages(config, source, engines, writers)
         for sink in sinks:
             if isinstance(sink, Stage):
                 stages.append(sink)
@@ -243,6 +244,34 @@ def compose(config: Config, sinks: list | tuple = (), source=None, publisher=Non
         raise
     log.info("stages: %s", " -> ".join(s.name for s in stages))
     return Chain(config, source, stages, pipeline, engines, camera, publisher, writers, own_publisher)
+
+
+def _export_stages(config: Config, source, engines: Engines, writers: dict) -> list[Stage]:
+    """The animation files (BVH, GLB, written when the run ends) and the VMC sender."""
+    from stream.stages import WriterStage
+    from stream.writers import WriterError
+
+    stages = []
+    fps = source.fps or 30.0  # a live source without a nominal rate: frames are numbered at 30 fps
+    try:
+        if config.bvh:
+            from stream.exporters import BvhWriter
+
+            writers["bvh"] = BvhWriter(config.bvh, engines.body_model, fps)
+            stages.append(WriterStage(writers["bvh"], name="bvh"))
+        if config.glb:
+            from stream.exporters import GlbWriter
+
+            writers["glb"] = GlbWriter(config.glb, engines.body_model, fps)
+            stages.append(WriterStage(writers["glb"], name="glb"))
+        if config.vmc:
+            from stream.vmc import VmcSender
+
+            writers["vmc"] = VmcSender(config.vmc, max_people=config.vmc_people, body_model=engines.body_model)
+            stages.append(WriterStage(writers["vmc"], name="vmc"))
+    except (WriterError, ValueError, ImportError) as exc:
+        raise ComposeError(str(exc)) from exc
+    return stages
 
 
 def _check_output_folder(path: str) -> None:

@@ -109,6 +109,13 @@ class Config:
                                   metavar="OUT.npz")
     results_vertices: bool = _option(False, "store vertices (N, V, 3) in the results file", flag="--vertices")
     render: str | None = _option(None, "also write an overlay video (.mp4)", metavar="OUT.mp4")
+    bvh: str | None = _option(None, "also write each person's animation as BVH (the most-seen person to OUT.bvh, "
+                              "others to OUT.<id>.bvh; docs/CONSUMERS.md)", metavar="OUT.bvh")
+    glb: str | None = _option(None, "also write the bodies as binary glTF: skinned mesh, one animation per person "
+                              "(docs/CONSUMERS.md)", metavar="OUT.glb")
+    vmc: str | None = _option(None, "also send bodies over the VMC protocol (OSC over UDP) to HOST:PORT, e.g. "
+                              "127.0.0.1:39539 for VSeeFace, Warudo, Unity (docs/CONSUMERS.md)", metavar="HOST:PORT")
+    vmc_people: int = _option(1, "VMC: people sent, the k-th to PORT+k", low=1, high=16, metavar="K")
     stats_json: str | None = _option(None, "write the run's statistics as JSON", metavar="PATH")
     report_every_s: float = _option(10.0, "log a progress line every S seconds (0: never)", flag="--report-every",
                                     unit="s", low=0, metavar="S")
@@ -175,6 +182,10 @@ class Config:
             raise ConfigError(f"--output {self.results}: the results file must end in .npz")
         if self.render is not None and not self.render.lower().endswith((".mp4", ".mkv", ".mov")):
             raise ConfigError(f"--render {self.render}: the overlay video must end in .mp4 (or .mkv, .mov)")
+        if self.bvh is not None and not self.bvh.lower().endswith(".bvh"):
+            raise ConfigError(f"--bvh {self.bvh}: the animation file must end in .bvh")
+        if self.glb is not None and not self.glb.lower().endswith(".glb"):
+            raise ConfigError(f"--glb {self.glb}: the glTF file must end in .glb")
         if self.curve_keys is not None and self.publish is None:
             raise ConfigError("--curve-keys needs an address to publish on")
         self._check_outputs_spare_inputs()
@@ -182,6 +193,7 @@ class Config:
     def _check_outputs_spare_inputs(self) -> None:
         """No output may be the input or another output: a file the user gave is never overwritten."""
         outputs = [(flag, path) for flag, path in (("--output", self.results), ("--render", self.render),
+                                                   ("--bvh", self.bvh), ("--glb", self.glb),
                                                    ("--stats-json", self.stats_json)) if path]
         seen: dict[str, str] = {}
         source = _identity(self.source) if self.source and Path(self.source).exists() else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 NAME = "process"
 HELP = "offline: video -> results .npz (+ overlay .mp4 with --render)"
-OPTIONS = ["results", "render", "results_vertices", "max_frames", "stats_json"]
+OPTIONS = ["results", "render", "results_vertices", "bvh", "glb", "vmc", "vmc_people", "max_frames", "stats_json"]
 
 
 def add_arguments(parser) -> None:
@@ -65,6 +65,9 @@ def run(args) -> int:
     overlay = chain.writers.get("overlay")
     print(f"wrote {config.results} ({results.frames} frames, {len(results._rows['frame_index'])} rows)"
           + (f" and {config.render} ({overlay.frames} frames)" if overlay is not None else ""))
+    for name in ("bvh", "glb"):
+        if name in chain.writers:
+            print(f"wrote {', '.join(str(p) for p in chain.writers[name].written)}")
     if interrupted:
         print("interrupted: the results cover the frames processed so far", file=sys.stderr)
         return 130
