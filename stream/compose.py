@@ -247,7 +247,7 @@ def compose(config: Config, sinks: list | tuple = (), source=None, publisher=Non
 
 
 def _export_stages(config: Config, source, engines: Engines, writers: dict) -> list[Stage]:
-    """The animation files (BVH, GLB, written when the run ends) and the VMC sender."""
+    """The animation files (BVH, GLB, written when the run ends), the VMC sender and the 3D viewer."""
     from stream.stages import WriterStage
     from stream.writers import WriterError
 
@@ -269,6 +269,14 @@ def _export_stages(config: Config, source, engines: Engines, writers: dict) -> l
 
             writers["vmc"] = VmcSender(config.vmc, max_people=config.vmc_people, body_model=engines.body_model)
             stages.append(WriterStage(writers["vmc"], name="vmc"))
+        if config.view is not None:
+            from stream.viewer import MeshViewer
+
+            body = engines.body_model
+            writers["view"] = MeshViewer(port=config.view, faces=None if body is None else body.faces,
+                                         parents=None if body is None else body.parents)
+            log.info("3D viewer: open %s in a browser", writers["view"].url)
+            stages.append(WriterStage(writers["view"], name="view"))
     except (WriterError, ValueError, ImportError) as exc:
         raise ComposeError(str(exc)) from exc
     return stages
