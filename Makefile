@@ -15,7 +15,7 @@ BLENDER_VENV ?= .venv-blender
 BPY ?= bpy==5.0.1
 GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: setup models demo test test-blender gltf-validator bench synthetic accuracy clean
+.PHONY: setup models demo test test-blender gltf-validator chromium bench synthetic accuracy clean
 
 setup: $(VENV)/.installed
 
@@ -41,7 +41,7 @@ demo: models
 		--bvh out/sample.bvh --glb out/sample.glb
 	@echo "the sample's results: out/sample.npz, overlay video out/sample.mp4, animation out/sample.bvh and out/sample.glb (docs/CONSUMERS.md)"
 
-test: models gltf-validator
+test: models gltf-validator chromium
 	$(BIN)/python -m pytest -q -ra
 
 # The exports opened in Blender itself: installs bpy (~370 MB) into $(BLENDER_VENV), then runs
@@ -61,6 +61,14 @@ gltf-validator:
 	elif command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix .tools "$(GLTF_VALIDATOR)" \
 		|| echo "could not install the glTF validator: its test will be skipped"; \
 	else echo "npm not found: the glTF validator test will be skipped"; fi
+
+# Debian's Chromium for the 3D viewer's browser test (apt-get, as root; without it that test is skipped).
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| echo "could not install chromium: the viewer's browser test will be skipped"; \
+	else echo "chromium not found (apt-get install chromium): the viewer's browser test will be skipped"; fi
 
 bench: models
 	$(BIN)/meshstream bench

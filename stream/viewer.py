@@ -265,10 +265,10 @@ class MeshViewer:
         self._people.clear()
 
     @property
-    def people_shown(self) -> list[int]:
-        """Track ids drawn now."""
+    def people_shown(self) -> dict[int, str]:
+        """What is drawn now: track id -> "mesh" or "skeleton"."""
         with self._lock:
-            return sorted(self._people)
+            return {track_id: kind for track_id, (kind, _) in sorted(self._people.items())}
 
     def close(self) -> None:
         """Stop serving (the page stops updating); safe to call twice."""

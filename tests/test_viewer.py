@@ -152,14 +152,75 @@ def test_people_who_leave_are_removed_and_frames_under_the_rate_limit_are_skippe
         person = Person(track_id=4, score=1.0, vertices=vertices, joints=joints)
         frame = Frame(index=0, pts_s=0.0, t_capture_ns=0, image=np.zeros((480, 640, 3), np.uint8))
         viewer.add(Packet(frame, [person], intrinsics=Intrinsics.from_fov(640, 480)))
-        assert viewer.people_shown == [4]
+        assert viewer.people_shown == {4: "mesh"}
         viewer.add(Packet(frame, []))  # within the same second: skipped
-        assert viewer.people_shown == [4] and viewer.frames_shown == 1
+        assert viewer.people_shown == {4: "mesh"} and viewer.frames_shown == 1
         viewer.min_interval_s = 0.0
         viewer.add(Packet(frame, []))
-        assert viewer.people_shown == [] and viewer.frames_shown == 2
+        assert viewer.people_shown == {} and viewer.frames_shown == 2
     finally:
         viewer.close()
+
+
+def test_published_frames_show_meshes_and_frames_without_vertices_show_skeletons(body_model):
+    """A real publisher and subscriber: the topology's faces and parents, then frames with and
+    without vertices (`run --no-vertices`)."""
+    from stream.client import Subscriber
+    from stream.protocol import frame_message, meta_message
+    from stream.publisher import Publisher
+
+    vertices, joints = standing_body(body_model, 0.0)
+    frame = Frame(index=0, pts_s=0.0, t_capture_ns=time.monotonic_ns(), image=np.zeros((480, 640, 3), np.uint8))
+    packet = Packet(frame, [Person(track_id=2, score=1.0, vertices=vertices, joints=joints)])
+    address = f"tcp://127.0.0.1:{free_port()}"
+    viewer = MeshViewer(port=0, max_rate_hz=1000.0)
+    try:
+        with Publisher(address) as publisher, Subscriber(address) as subscriber:
+            publisher.set_meta(*meta_message(body_model, Intrinsics.from_fov(640, 480), has_body=True))
+            meta = subscriber.wait_for_meta(10)
+            viewer.set_topology(meta.arrays["faces"], meta.header["parents"])
+            viewer.set_camera(meta.header["intrinsics"])
+            shown = []
+            for with_vertices in (True, False):
+                message = None
+                for _ in range(100):  # until the subscription has reached the publisher
+                    publisher.publish(*frame_message(packet, vertices=with_vertices))
+                    message = next(subscriber.frames(timeout_s=0.1), None)
+                    if message is not None:
+                        break
+                assert message is not None and ("vertices" in message.arrays) == with_vertices
+                viewer.show_message(message)
+                shown.append(viewer.people_shown)
+    finally:
+        viewer.close()
+    assert shown == [{2: "mesh"}, {2: "skeleton"}]
+
+
+def test_run_view_takes_an_optional_port_and_adds_the_viewer_to_the_chain():
+    from stream.cli import build_parser
+    from stream.commands._common import config_from_args
+    from stream.compose import compose
+
+    def view_option(*flags):
+        return config_from_args(build_parser().parse_args(["run", str(SAMPLE), *flags])).view
+
+    assert (view_option(), view_option("--view"), view_option("--view", "8123")) == (None, 8080, 8123)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--view", "eighty"])
+    config = config_from_args(build_parser().parse_args(["run", str(SAMPLE), "--view", "0", "--pose", "off",
+                                                         "--max-frames", "3"]))
+    chain = compose(config)
+    try:
+        assert [s.name for s in chain.stages][-1] == "view"
+        viewer = chain.writers["view"]
+        with socket.create_connection(("127.0.0.1", viewer.port), timeout=5):
+            pass  # the page is served while the run runs
+        chain.run()
+        assert viewer.frames_shown >= 1
+    finally:
+        chain.close()
+    with pytest.raises(OSError):  # the run's end closed the viewer
+        socket.create_connection(("127.0.0.1", viewer.port), timeout=2).close()
 
 
 # ------------------------------------------------------------------------------------------
