@@ -227,15 +227,16 @@ def test_run_view_takes_an_optional_port_and_adds_the_viewer_to_the_chain():
 # In the browser.
 
 
-def test_the_page_shows_each_person_upright_in_their_colour_and_a_person_who_leaves_disappears(body_model, browser):
+def test_the_page_shows_each_person_upright_in_their_colour_follows_them_and_drops_who_leaves(body_model, browser):
     left, right = standing_body(body_model, -0.6), standing_body(body_model, 0.6)
+    further_left = standing_body(body_model, -1.2)
     blue, orange = colour_of(0), colour_of(1)
     viewer = MeshViewer(port=0, faces=body_model.faces, parents=body_model.parents, max_rate_hz=1000.0)
     try:
         viewer.show({0: left, 1: right}, frame_index=1)
         open_viewer(browser, viewer.url, "2 people")
         both = screenshot_until(browser, lambda image: person_pixels(image, np.zeros_like(image)).sum() > 2000)
-        viewer.show({0: left}, frame_index=2)
+        viewer.show({0: further_left}, frame_index=2)  # the right one leaves, the left one steps left
         assert browser.wait_for_text("1 person")
         one = screenshot_until(browser, lambda image: np.abs(image.astype(int) - both).sum(-1).max() > 40)
         viewer.show({}, frame_index=3)
@@ -252,9 +253,12 @@ def test_the_page_shows_each_person_upright_in_their_colour_and_a_person_who_lea
     assert bh > 1.8 * bw and oh > 1.8 * ow, f"people stand upright: {bw}x{bh}, {ow}x{oh} pixels"
     height, width = empty.shape[:2]
     assert 0.1 * width < bx and ox + ow < 0.9 * width and by > 0.05 * height and oy + oh < 0.95 * height
-    # The person on the right left: their pixels are back to the empty scene; the other stays.
+    # The person on the right left: their pixels are back to the empty scene; the other moved left.
     assert person_pixels(one, empty, orange).sum() < 0.02 * orange_pixels.sum()
-    assert person_pixels(one, empty, blue).sum() > 0.8 * blue_pixels.sum()
+    moved = person_pixels(one, empty, blue)
+    assert moved.sum() > 0.6 * blue_pixels.sum()
+    mx, _, mw, _ = box(moved)
+    assert mx + mw / 2 < bx + bw / 2 - 10, "the mesh follows the person's new position"
 
 
 def _wait_for_page(browser, url: str, text: str, timeout_s: float) -> None:
