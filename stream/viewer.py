@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 log = logging.getLogger("meshstream.viewer")
+logging.getLogger("websockets").setLevel(logging.WARNING)  # viser's server: one line per connection otherwise
 
 DEFAULT_VIEW_PORT = 8080
 # Camera frame (x right, y down, z forward) -> display world (x right, y forward, z up).

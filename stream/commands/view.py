@@ -3,7 +3,7 @@
 Subscribes to ADDR (a `meshstream run`, by default tcp://127.0.0.1:5556) and serves a web page
 at http://HOST:PORT with each person's body mesh in a colour of its own, the floor and the
 camera, updating as frames arrive (at most --rate times a second). The page keeps the last
-frame when the publisher ends its stream and follows the next one. Ctrl-C stops.
+frame when the publisher ends its stream and follows the next one. Ctrl-C (or SIGTERM) stops.
 
 examples:
   meshstream view                                  the local `meshstream run`, on http://127.0.0.1:8080
@@ -39,6 +39,7 @@ def run(args) -> int:
 
     from stream.cli import UserError
     from stream.client import Subscriber, SubscriberError
+    from stream.commands._common import stop_on_sigterm
     from stream.protocol import ProtocolError
     from stream.viewer import MeshViewer, ViewerError
 
@@ -56,6 +57,7 @@ def run(args) -> int:
     except ViewerError as exc:
         sub.close()
         raise UserError(str(exc)) from exc
+    stop_on_sigterm()
     print(f"viewer: open {viewer.url} in a browser (frames from {args.address}; Ctrl-C stops)", flush=True)
     pending = None  # the newest frame not shown yet (under the rate limit, or before the topology)
     started = time.monotonic()
