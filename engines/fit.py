@@ -538,6 +538,7 @@ class BodyFitter:
         world_landmarks: Tensor | None = None,
         anchor: tuple[Tensor, Tensor] | None = None,
         previous: tuple[Tensor, Tensor, Tensor] | None = None,
+        iterations: int | None = None,
     ) -> FitResult:
         """Fit P people of one frame.
 
@@ -549,13 +550,15 @@ class BodyFitter:
             anchor: (global_orient (P,3), body_pose (P,23,3)) from the lifter; or None.
             previous: (global_orient (P,3), body_pose (P,23,3), transl (P,3)) from the previous
                 frame of the same people; or None. Rows may be NaN for people seen first.
+            iterations: the most iterations of the final stage this time (default: the fitter's).
         """
         if keypoints.ndim != 3 or keypoints.shape[1:] != (33, 3):
             raise ValueError(f"keypoints must be (P,33,3), got {tuple(keypoints.shape)}")
         with torch.no_grad(), intra_op_threads(self.threads):
-            return self._fit(keypoints, intrinsics, betas, world_landmarks, anchor, previous)
+            return self._fit(keypoints, intrinsics, betas, world_landmarks, anchor, previous,
+                             self.iterations if iterations is None else iterations)
 
-    def _fit(self, keypoints, intrinsics, betas, world_landmarks, anchor, previous) -> FitResult:
+    def _fit(self, keypoints, intrinsics, betas, world_landmarks, anchor, previous, iterations: int) -> FitResult:
         dtype, device = torch.float32, keypoints.device
         keypoints = torch.nan_to_num(keypoints.to(dtype), nan=0.0)
         betas = betas.to(dtype)
@@ -655,7 +658,7 @@ class BodyFitter:
             if anchor is not None:
                 theta = self._restart_from_anchor(theta, betas, data, anchor, lifted_transl, have_previous)
         all_people = torch.ones(count, dtype=torch.bool, device=device)
-        theta, ran = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
+        theta, ran = self._levenberg_marquardt(theta, betas, data, iterations, use_2d=True, active=all_people)
 
         orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
         landmarks = self._landmarks_of(orient, pose, betas, transl)
