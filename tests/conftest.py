@@ -8,7 +8,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-SHARED = ROOT.parent / "shared"
+# Seven CMU motion capture clips (three shortened), laid out like the full collection:
+# tests/data/mocap/README.md. Tests read them with root=MOCAP and need nothing outside the repository.
+MOCAP = DATA / "mocap"
 
 
 def pytest_collection_modifyitems(config, items):

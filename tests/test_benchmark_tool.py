@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 pytest.importorskip("anny", reason="the synthetic benchmark needs the anny package (pip install anny==0.6.2)")
 try:
-    from engines.mocap import mocap_root
+    from meshstream_tools.mocap import mocap_root
 
     mocap_root()
 except FileNotFoundError:

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import measure_detection as md  # noqa: E402
+from meshstream_tools import measure_detection as md
 
 
 def standing_keypoints(x_centre: float, top: float = 30.0, height: float = 180.0) -> np.ndarray:
@@ -100,7 +98,7 @@ def test_pose_matching_accepts_left_right_swapped_landmarks():
 def test_blazepose_finds_a_lone_rendered_person(tmp_path):
     pytest.importorskip("anny", reason="rendering needs the anny package")
     try:
-        from engines.mocap import mocap_root
+        from meshstream_tools.mocap import mocap_root
 
         mocap_root()
     except FileNotFoundError:

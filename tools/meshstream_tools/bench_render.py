@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engines.render import Camera, Mesh, render  # noqa: E402
+from engines.render import Camera, Mesh, render
 
 
 def anny_body():

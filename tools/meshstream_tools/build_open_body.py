@@ -38,10 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engines.skeleton import BLAZEPOSE_NAMES, COCO17_NAMES, NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: E402
+from engines.skeleton import BLAZEPOSE_NAMES, COCO17_NAMES, NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
+from meshstream_tools import REPOSITORY as ROOT
 
 MODEL_ID = "meshstream-open-1"
 NUM_BETAS = 10

@@ -4,12 +4,12 @@
 
 Steps:
 
-1. For every clip of engines/lift/holdout.txt (never used in training): the clip retargeted onto
+1. For every clip of tools/meshstream_tools/holdout.txt (never used in training): the clip retargeted onto
    the body model at 30 fps, its first ``--frames`` frames (every ``--stride``-th), one random
-   shape, camera and placement per sequence (engines.lift.synthetic.make_sequence), keypoints
+   shape, camera and placement per sequence (meshstream_tools.synthetic.make_sequence), keypoints
    with detector-like noise, dropouts and low visibility for hidden points; world landmarks
    present in 70 % of frames. The noise persists from frame to frame as the detector's does
-   (engines.lift.synthetic.DETECTOR_FRAME_CORRELATION, measured by
+   (meshstream_tools.synthetic.DETECTOR_FRAME_CORRELATION, measured by
    tools/measure_detector_noise.py).
 2. Lifter alone: engines.lift.Lifter on each frame (batched).
 3. Lifter + refinement: engines.fit.BodyFitter per frame with the lifter's answer as anchor and
@@ -24,17 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from engines.lift.metrics import mpjpe, pa_mpjpe, pve  # noqa: E402
+from meshstream_tools.lift_metrics import mpjpe, pa_mpjpe, pve
 
 
 def held_out_sequences(model, frames: int, stride: int, seed: int, noise: float = 1.0, mocap_folder=None,
@@ -42,8 +37,8 @@ def held_out_sequences(model, frames: int, stride: int, seed: int, noise: float 
     """[(trial, SyntheticBatch)] for each held-out clip (see the module docstring, step 1)."""
     import numpy as np
 
-    from engines import mocap
-    from engines.lift.synthetic import DETECTOR_FRAME_CORRELATION, SyntheticPeople, make_sequence, read_holdout
+    from meshstream_tools import mocap
+    from meshstream_tools.synthetic import DETECTOR_FRAME_CORRELATION, SyntheticPeople, make_sequence, read_holdout
 
     rest = model.rest_joints(torch.zeros(1, 10, dtype=model.dtype))[0].double().numpy()
     generator = torch.Generator().manual_seed(seed)
@@ -59,7 +54,7 @@ def held_out_sequences(model, frames: int, stride: int, seed: int, noise: float 
 
 
 def _scores(model, batch, orient, body_pose, betas, transl) -> dict[str, torch.Tensor]:
-    from engines.lift.camera import project_points
+    from engines.geometry import project_points
 
     with torch.no_grad():
         body = model(orient, body_pose, betas, transl)

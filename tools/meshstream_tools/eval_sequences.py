@@ -7,7 +7,7 @@ alone, lifter + refinement, and + every smoothing; MPJPE, PA-MPJPE, PVE (mm), ac
 Steps:
 
 1. The same held-out sequences as tools/eval_lifter.py: one person per CMU clip never trained
-   on, 30 fps (engines.mocap.load_clip: leading frames with missing joints dropped, marker
+   on, 30 fps (meshstream_tools.mocap.load_clip: leading frames with missing joints dropped, marker
    jitter low-passed at 10 Hz), detector-like keypoint noise that persists from frame to frame
    as the detector's does, world landmarks in 70 % of frames.
 2. The body stage once per clip, frame after frame, as the lift stage runs it
@@ -21,7 +21,7 @@ Steps:
    from the unsmoothed track), so this is the pipeline's computation, with the fit paid once.
 4. Per row: MPJPE, PA-MPJPE and PVE over all frames with a body; acceleration error over runs
    of consecutive frames with a body (engines.metrics, pelvis-aligned joints); the lag behind
-   the truth in frames (stream.smoothing_eval.lag_terms, pooled over clips; the fit's own
+   the truth in frames (meshstream_tools.smoothing_eval.lag_terms, pooled over clips; the fit's own
    lag included, as it is tied to its previous frame) and the lag the smoothing adds (its
    lag minus the unsmoothed fit's); and the smoothing's own time per person-frame.
 5. A reference row: the ground-truth parameters themselves through the rts smoother. Its
@@ -38,17 +38,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from engines import metrics  # noqa: E402
-from tools.eval_lifter import held_out_sequences  # noqa: E402
+from engines import metrics
+from meshstream_tools.eval_lifter import held_out_sequences
 
 FPS = 30.0
 # (label, kind, parameters): the rows of the table.
@@ -119,8 +114,8 @@ def runs_of(have: np.ndarray) -> list[np.ndarray]:
 
 
 def lag_sums(output: np.ndarray, truth: np.ndarray, runs: list[np.ndarray]) -> np.ndarray:
-    """stream.smoothing_eval.lag_terms of the pelvis-aligned joints, summed over the runs."""
-    from stream.smoothing_eval import lag_terms
+    """meshstream_tools.smoothing_eval.lag_terms of the pelvis-aligned joints, summed over the runs."""
+    from meshstream_tools.smoothing_eval import lag_terms
 
     sums = np.zeros(2)
     for run in runs:
@@ -154,8 +149,8 @@ def score(model, clips: list, smoothed: list[list]) -> dict:
 def evaluate(frames: int = 30, seed: int = 0, threads: int = 1, rows=ROWS, log=print) -> dict:
     from engines.body import load_body_model
     from engines.lift import Lifter
-    from stream.smoothing import BodyParams
     from stream.reconstruct import BodyReconstructor
+    from stream.smoothing import BodyParams
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
     python tools/fit_pose_prior.py [--rest open|mocap] [--fps 10] [--components 8]
 
-Poses: every training clip (engines.mocap.list_clips("train")) retargeted and resampled to
+Poses: every training clip (meshstream_tools.mocap.list_clips("train")) retargeted and resampled to
 --fps, with its mirror image. --rest open (the default when engines.body has the open model)
 retargets onto the open body model's rest skeleton, so the poses are what that skeleton needs;
 --rest mocap onto each clip's own T-pose. Seeded; about a minute on one CPU core.
@@ -11,18 +11,14 @@ retargets onto the open body model's rest skeleton, so the poses are what that s
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engines import mocap  # noqa: E402
-from engines.pose_prior import ASSET, fit_gaussian_mixture  # noqa: E402
+from engines.pose_prior import ASSET, fit_gaussian_mixture
+from meshstream_tools import mocap
 
 
 def open_rest_joints() -> np.ndarray | None:

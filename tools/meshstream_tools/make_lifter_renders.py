@@ -6,7 +6,7 @@ fine-tune the lifter on the detector's real behaviour (tools/train_lifter.py --f
 Steps:
 
 1. Render clips with tools/make_synthetic.py from a list of training motions
-   (tools/lifter_render_motions.txt; a motion of engines.mocap.HELD_OUT_CLIPS is refused, so the
+   (tools/lifter_render_motions.txt; a motion of meshstream_tools.mocap.HELD_OUT_CLIPS is refused, so the
    rendered benchmark stays held out), into DIR/video.
 2. Run engines.pose.PoseEstimator over each decoded video as the pipeline does (region tracking,
    world landmarks; with ``--masks`` also the person masks), one thread.
@@ -30,17 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-if str(ROOT / "tools") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tools"))
+from meshstream_tools import REPOSITORY as ROOT
 
 DEFAULT_MOTIONS = ROOT / "tools" / "lifter_render_motions.txt"
 MATCH_FRACTION = 0.2  # a detection further than this fraction of the person's 2D size is no match
@@ -54,14 +49,14 @@ def default_out(seed: int) -> Path:
 
 def check_training_motions(path: Path) -> list[str]:
     """The trials listed in ``path``; SystemExit if one of them is held out of the lifter's training."""
-    from engines.mocap import HELD_OUT_CLIPS
+    from meshstream_tools.mocap import HELD_OUT_CLIPS
 
     trials = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
     trials = [t for t in trials if t]
     held_out = [t for t in trials if t in HELD_OUT_CLIPS]
     if held_out:
         raise SystemExit(f"{path} lists held-out motions ({', '.join(held_out)}); the lifter must never train on "
-                         f"engines.mocap.HELD_OUT_CLIPS: remove them from the list")
+                         f"meshstream_tools.mocap.HELD_OUT_CLIPS: remove them from the list")
     if not trials:
         raise SystemExit(f"{path} lists no motions; give one CMU trial (e.g. 07_01) per line")
     return trials
@@ -75,11 +70,11 @@ def match_people(found_keypoints: np.ndarray, true_keypoints: np.ndarray) -> lis
     than MATCH_FRACTION of the true person's 2D extent are dropped, as are people with fewer than
     6 visible keypoints.
     """
-    from scipy.optimize import linear_sum_assignment
+    from engines.geometry import match_within_gate
 
     if len(found_keypoints) == 0 or len(true_keypoints) == 0:
         return []
-    cost = np.full((len(found_keypoints), len(true_keypoints)), 1e9)
+    cost = np.full((len(found_keypoints), len(true_keypoints)), np.inf)
     limit = np.zeros(len(true_keypoints))
     for t, truth in enumerate(true_keypoints):
         visible = truth[:, 2] > 0.5
@@ -89,8 +84,7 @@ def match_people(found_keypoints: np.ndarray, true_keypoints: np.ndarray) -> lis
         limit[t] = MATCH_FRACTION * extent
         for d, found in enumerate(found_keypoints):
             cost[d, t] = np.linalg.norm(found[visible, :2] - truth[visible, :2], axis=-1).mean()
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(d), int(t), float(cost[d, t])) for d, t in zip(rows, cols) if cost[d, t] <= limit[t]]
+    return [(d, t, float(cost[d, t])) for d, t in match_within_gate(cost, limit[None])]
 
 
 def detect_clip(estimator, video: Path, truth: dict, clip_index: int) -> dict[str, list]:
@@ -159,7 +153,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     if args.merge:
-        from engines.lift.rendered import merge_samples
+        from meshstream_tools.rendered import merge_samples
 
         if not args.out:
             raise SystemExit("--merge needs --out (the folder of the joined samples.npz)")
@@ -172,7 +166,7 @@ def main(argv=None) -> int:
     video_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     # 1. Render.
-    import make_synthetic
+    from meshstream_tools import make_synthetic
 
     make_synthetic.main(["--out", str(video_dir), "--seed", str(args.seed), "--clips", str(args.clips),
                          "--frames", str(args.frames), "--size", args.size, "--motions", str(args.motions),

@@ -24,7 +24,7 @@ written as DIR/<clip>.mp4 (H.264 via PyAV) and DIR/<clip>.npz, the ground truth,
 
 People are listed in every frame, also when outside the view (their keypoints are then all
 invisible, and `meshstream eval` ignores them). Motions come from a clip list (one CMU trial per
-line); by default only clips held out of the lifter's training (engines.mocap.HELD_OUT_CLIPS)
+line); by default only clips held out of the lifter's training (meshstream_tools.mocap.HELD_OUT_CLIPS)
 are accepted, so the benchmark scores motions the lifter never saw.
 """
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from engines.render import Camera, Mesh, render  # noqa: E402
+from engines.render import Camera, Mesh, render
+from meshstream_tools import REPOSITORY as ROOT
 
 DEFAULT_MOTIONS = ROOT / "tools" / "synthetic_motions.txt"
 OCCLUSION_TOLERANCE_M = 0.10
@@ -135,7 +131,7 @@ class Person:
 
 
 def read_motion_list(path: Path, allow_training: bool) -> list[str]:
-    from engines.mocap import HELD_OUT_CLIPS
+    from meshstream_tools.mocap import HELD_OUT_CLIPS
 
     if not path.is_file():
         raise SystemExit(f"no motion list {path}; give --motions FILE with one CMU trial (e.g. 07_09) per line")
@@ -149,7 +145,7 @@ def read_motion_list(path: Path, allow_training: bool) -> list[str]:
     training = [t for t in trials if t not in HELD_OUT_CLIPS]
     if training and not allow_training:
         raise SystemExit(f"{path} lists clips the lifter trains on ({', '.join(training)}); the benchmark must use "
-                         f"held-out clips (engines.mocap.HELD_OUT_CLIPS), or pass --allow-training-motions")
+                         f"held-out clips (meshstream_tools.mocap.HELD_OUT_CLIPS), or pass --allow-training-motions")
     return trials
 
 
@@ -157,7 +153,7 @@ class MotionLibrary:
     """Retargeted motions per (trial, body shape), resampled to the video's frame rate."""
 
     def __init__(self, trials: list[str], fps: float):
-        from engines.mocap import list_clips
+        from meshstream_tools.mocap import list_clips
 
         self.fps = fps
         index = {c.trial: c for c in list_clips("all")}
@@ -172,7 +168,7 @@ class MotionLibrary:
         return int((info.frames - 1) / info.fps * self.fps)
 
     def load(self, trial: str, rest_joints: np.ndarray):
-        from engines.mocap import load_clip
+        from meshstream_tools.mocap import load_clip
 
         motion, _ = load_clip(self.infos[trial], rest_joints=rest_joints, fps=self.fps)
         return motion
@@ -191,7 +187,7 @@ def choose_trial(rng, library: MotionLibrary, frames: int) -> str:
 class SyntheticRenderer:
     def __init__(self, args):
         from engines.body import load_body_model
-        from synthetic_appearance import TextureFactory, load_template
+        from meshstream_tools.synthetic_appearance import TextureFactory, load_template
 
         self.args = args
         self.width, self.height = args.width, args.height
@@ -292,7 +288,7 @@ class SyntheticRenderer:
     # -- 2. frames ------------------------------------------------------------------------------
 
     def render_clip(self, rng, scene: dict, people: list[Person]):
-        from synthetic_appearance import environment_meshes
+        from meshstream_tools.synthetic_appearance import environment_meshes
 
         ss = self.args.supersample
         camera = scene["camera"]
@@ -338,7 +334,7 @@ class SyntheticRenderer:
         """Each person's hair and clothes shell (synthetic_appearance.shell_mesh) for one frame, in
         people order (people without any have none)."""
         from engines.render import vertex_normals
-        from synthetic_appearance import shell_mesh
+        from meshstream_tools.synthetic_appearance import shell_mesh
 
         meshes = []
         faces = torch.from_numpy(self.faces)
@@ -432,8 +428,9 @@ class SyntheticRenderer:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

@@ -43,16 +43,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engines.skeleton import BLAZEPOSE_MIRROR  # noqa: E402
+from engines.geometry import match_within_gate
+from engines.skeleton import BLAZEPOSE_MIRROR
 
 MIN_UNOCCLUDED = 0.8
 HIP_GATE = 0.25
@@ -129,15 +126,11 @@ def height_bin(height: np.ndarray) -> np.ndarray:
 
 
 def _assign(cost: np.ndarray, gate: np.ndarray) -> np.ndarray:
-    """Hungarian assignment of rows (true people) to columns; (rows,) bool: matched within gate."""
-    from scipy.optimize import linear_sum_assignment
-
+    """Hungarian assignment of rows (true people) to columns, gate (rows,) per true person;
+    (rows,) bool: matched within the gate."""
     found = np.zeros(cost.shape[0], bool)
-    if cost.size == 0:
-        return found
-    rows, cols = linear_sum_assignment(cost)
-    for r, c in zip(rows, cols):
-        found[r] = cost[r, c] <= gate[r]
+    for row, _ in match_within_gate(cost, np.asarray(gate)[:, None]):
+        found[row] = True
     return found
 
 
@@ -166,7 +159,6 @@ def match_poses(true_keypoints: np.ndarray, heights: np.ndarray, predicted: np.n
             straight = np.linalg.norm(pred[d] - xy[p], axis=1)[inside[p]].mean()
             swapped = np.linalg.norm(mirrored[d] - xy[p], axis=1)[inside[p]].mean()
             cost[p, d] = min(straight, swapped)
-    cost = np.where(np.isfinite(cost), cost, 1e9)
     return _assign(cost, gate * heights)
 
 

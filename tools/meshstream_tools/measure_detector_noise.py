@@ -1,5 +1,5 @@
 """How a detector's errors behave over time: real BlazePose on rendered video against the
-synthetic sequences' noise model (engines.lift.synthetic.DETECTOR_FRAME_CORRELATION).
+synthetic sequences' noise model (meshstream_tools.synthetic.DETECTOR_FRAME_CORRELATION).
 
     python tools/measure_detector_noise.py [--renders DIR ...] [--correlations 0 0.8 0.9]
 
@@ -31,14 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 
 def _project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    """(N,33,3) metres, (N,3,3) -> (N,33,2) pixels, float64 (engines.lift.camera.project_points)."""
-    from engines.lift.camera import project_points
+    """(N,33,3) metres, (N,3,3) -> (N,33,2) pixels, float64 (engines.geometry.project_points)."""
+    from engines.geometry import project_points
 
     return project_points(torch.from_numpy(points), torch.from_numpy(np.asarray(intrinsics, np.float64))).numpy()
 
@@ -80,7 +76,7 @@ def _hip_centred(landmarks: np.ndarray) -> np.ndarray:
 
 def real_statistics(path: Path) -> dict[str, float]:
     """Steps 1 and 3 for one samples.npz (or a folder holding one)."""
-    from engines.lift.rendered import load_samples
+    from meshstream_tools.rendered import load_samples
 
     samples = load_samples(path)
     order = np.lexsort((samples["frame"], samples["betas"][:, 0], samples["clip"]))
@@ -102,7 +98,7 @@ def real_statistics(path: Path) -> dict[str, float]:
 def synthetic_statistics(correlation: float, frames: int = 30, seed: int = 0) -> dict[str, float]:
     """Steps 2 and 3 (frames without world landmarks count as exact there)."""
     from engines.body import load_body_model
-    from tools.eval_lifter import held_out_sequences
+    from meshstream_tools.eval_lifter import held_out_sequences
 
     model = load_body_model("open")
     arrays: dict[str, list] = {"kp": [], "uv": [], "world": [], "true_world": []}
@@ -123,7 +119,7 @@ def synthetic_statistics(correlation: float, frames: int = 30, seed: int = 0) ->
 
 def main() -> int:
     from engines.cache import cache_dir
-    from engines.lift.synthetic import DETECTOR_FRAME_CORRELATION
+    from meshstream_tools.synthetic import DETECTOR_FRAME_CORRELATION
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--renders", nargs="*", type=Path, default=None,

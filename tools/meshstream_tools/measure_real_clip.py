@@ -33,9 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from meshstream_tools import REPOSITORY as ROOT
 
 DEFAULT_CLIP = ROOT / "stream" / "assets" / "sample.mp4"
 

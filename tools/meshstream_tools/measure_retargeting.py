@@ -11,17 +11,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engines import mocap  # noqa: E402
-from engines.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: E402
+from engines.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+from meshstream_tools import mocap
 
 LIMB_ENDS = [SMPL_JOINT_NAMES.index(n) for n in (
     "left_knee", "right_knee", "left_ankle", "right_ankle", "left_elbow", "right_elbow",

@@ -4,30 +4,24 @@
 
 1. Synthetic scalar signals through each smoother's rotation filter (default parameters):
    a ramp (steady-state lag, frames) and a unit step (frames to reach 90 %, overshoot).
-2. Held-out CMU clips (engines.mocap.HELD_OUT_CLIPS) retargeted onto their own skeleton at
+2. Held-out CMU clips (meshstream_tools.mocap.HELD_OUT_CLIPS) retargeted onto their own skeleton at
    --fps, with per-frame Gaussian noise (0.02 rad per axis-angle component, 1 cm translation);
    acceleration error (mm/frame^2), MPJPE (mm) root-relative and of the root, and the lag
-   (frames) of the output behind the clean motion (stream.smoothing_eval.lag_behind).
+   (frames) of the output behind the clean motion (meshstream_tools.smoothing_eval.lag_behind).
    "rts" is the two-sided FixedLagSmoother (lag RTS_LAG_FRAMES); the others are causal.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engines import mocap  # noqa: E402
-from stream import smoothing  # noqa: E402
-from stream import smoothing_eval as evaluation  # noqa: E402
-
-
+from meshstream_tools import mocap
+from meshstream_tools import smoothing_eval as evaluation
+from stream import smoothing
 
 
 def make_vector(kind: str):

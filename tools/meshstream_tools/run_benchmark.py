@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from meshstream_tools import REPOSITORY as ROOT
 
 # name -> extra `meshstream process` arguments. Order: the rows of the table.
 CONFIGURATIONS: dict[str, list[str]] = {

@@ -7,11 +7,11 @@ One command, seeded:
 
 Steps:
 
-1. Poses: every CMU clip in the mocap folder (engines.mocap), retargeted onto the body model's
-   own T-pose skeleton, resampled to 30 fps (cached); the clips of engines.mocap.HELD_OUT_CLIPS
-   are kept for validation only (their list is written to engines/lift/holdout.txt).
+1. Poses: every CMU clip in the mocap folder (meshstream_tools.mocap), retargeted onto the body model's
+   own T-pose skeleton, resampled to 30 fps (cached); the clips of meshstream_tools.mocap.HELD_OUT_CLIPS
+   are kept for validation only (their list is written to tools/meshstream_tools/holdout.txt).
 2. A bank of silhouettes rendered with engines.render (cached), for the shape network.
-3. Training: batches from engines.lift.synthetic (mirrored, turned, perturbed poses; random
+3. Training: batches from meshstream_tools.synthetic (mirrored, turned, perturbed poses; random
    shapes and cameras; detector-like keypoints, world landmarks and masks), AdamW with a
    warm-up and cosine decay, losses (metres unless said):
      vertices  mean distance of a fixed subset of vertices, pelvis-aligned;
@@ -40,16 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from engines.cache import cache_dir  # noqa: E402
-from engines.lift.camera import pixels_to_box, project_points  # noqa: E402
-from engines.lift.metrics import mpjpe, pa_mpjpe, pve  # noqa: E402
-from engines.lift.network import LiftNetwork  # noqa: E402
-from engines.lift.rendered import concatenate  # noqa: E402
-from engines.lift.synthetic import HOLDOUT_FILE, SyntheticPeople, render_mask_bank, vertex_subset_model  # noqa: E402
+from engines.cache import cache_dir
+from engines.geometry import project_points
+from engines.lift.camera import pixels_to_box
+from meshstream_tools.lift_metrics import mpjpe, pa_mpjpe, pve
+from engines.lift.network import LiftNetwork
+from meshstream_tools import REPOSITORY as ROOT
+from meshstream_tools.rendered import concatenate
+from meshstream_tools.synthetic import HOLDOUT_FILE, SyntheticPeople, render_mask_bank, vertex_subset_model
 
 LOSS_WEIGHTS = {"vertices": 1.0, "joints": 1.0, "landmarks": 0.5, "reprojection": 0.5,
                 "rotations": 0.1, "betas": 0.01, "depth": 0.1}
@@ -59,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--body", default="open", help='"open" or a path to an SMPL/SMPL+H/SMPL-X model file or folder')
     parser.add_argument("--gender", default="neutral", help="the model file to pick in a folder")
-    parser.add_argument("--mocap", default=None, help="the mocap folder (INDEX.csv, cmu/); default engines.mocap.mocap_root()")
+    parser.add_argument("--mocap", default=None, help="the mocap folder (INDEX.csv, cmu/); default meshstream_tools.mocap.mocap_root()")
     parser.add_argument("--out", default=str(ROOT / "engines" / "lift" / "assets" / "lifter.pt"))
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps at most")
     parser.add_argument("--minutes", type=float, default=35.0,
@@ -108,7 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # -- 1. poses -----------------------------------------------------------------------------------
 def pose_bank(model, split: str, mocap_folder: str | None, fps: float = 30.0) -> torch.Tensor:
     """(N,24,3) model-frame SMPL poses of every clip of a split, retargeted onto the model's skeleton."""
-    from engines import mocap
+    from meshstream_tools import mocap
 
     rest = model.rest_joints(torch.zeros(1, 10, dtype=model.dtype))[0].double().numpy()
     clips = mocap.list_clips(split, mocap_folder)
@@ -130,10 +128,10 @@ def pose_bank(model, split: str, mocap_folder: str | None, fps: float = 30.0) ->
 
 
 def write_holdout(path: Path = HOLDOUT_FILE) -> list[str]:
-    from engines import mocap
+    from meshstream_tools import mocap
 
     clips = list(mocap.HELD_OUT_CLIPS)
-    text = ("# CMU trials never used to train the lifter (engines.mocap.HELD_OUT_CLIPS); the evaluation\n"
+    text = ("# CMU trials never used to train the lifter (meshstream_tools.mocap.HELD_OUT_CLIPS); the evaluation\n"
             "# (tools/eval_lifter.py) draws its sequences from these.\n" + "\n".join(clips) + "\n")
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
@@ -221,7 +219,7 @@ def main(argv=None) -> int:
     train_poses = pose_bank(model, "train", args.mocap)
     validation_poses = pose_bank(model, "validation", args.mocap)
     print(f"poses: {train_poses.shape[0]} training, {validation_poses.shape[0]} held out "
-          f"({holdout or 'engines/lift/holdout.txt'})", flush=True)
+          f"({holdout or 'tools/meshstream_tools/holdout.txt'})", flush=True)
     # 2. Silhouettes.
     train_masks = mask_bank(model, train_poses, args.mask_bank, args.seed + 101, "train") if args.mask_bank else None
     validation_masks = mask_bank(model, validation_poses, args.validation_size // 4, args.seed + 202, "validation")
@@ -244,7 +242,7 @@ def main(argv=None) -> int:
         network = LiftNetwork(width=args.width, blocks=args.blocks)
     rendered, rendered_validation, render_count = None, [], 0
     if args.finetune_renders:
-        from engines.lift.rendered import RenderedPeople, load_samples
+        from meshstream_tools.rendered import RenderedPeople, load_samples
 
         samples = load_samples(args.finetune_renders)
         every = args.render_validation_every
