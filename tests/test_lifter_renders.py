@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 from meshstream_tools import make_lifter_renders
+from tests.conftest import MOCAP_ENV, ROOT, TRAINING_MOTIONS
 
 pytest.importorskip("anny", reason="the renders need the anny package (pip install anny==0.6.2)")
-try:
-    from meshstream_tools.mocap import mocap_root
-
-    mocap_root()
-except FileNotFoundError:
-    pytest.skip("needs the CMU motion capture (../shared/data/mocap or $MESHSTREAM_MOCAP)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
     out = tmp_path_factory.mktemp("renders")
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_lifter_renders.py"), "--out", str(out),
-                           "--seed", "1", "--clips", "1", "--frames", "4", "--masks"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--seed", "1", "--clips", "1", "--frames", "4", "--masks", "--motions", str(TRAINING_MOTIONS)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (out / "video").exists(), "the rendered videos are deleted unless --keep-videos"
     return out
@@ -86,7 +79,7 @@ def test_finetune_on_rendered_samples_starts_from_the_given_weights_and_saves_a_
                            str(samples), "--render-validation-every", "0", "--steps", "2", "--minutes", "0",
                            "--batch", "8", "--lr", "1e-5", "--mask-bank", "0", "--validation-size", "16",
                            "--threads", "1", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "starting from" in done.stdout and "rendered samples:" in done.stdout
     from engines.lift import Lifter
@@ -184,7 +177,7 @@ def test_shape_only_finetune_moves_the_shape_network_and_leaves_the_pose_network
                            str(samples), "--only-shape", "--render-mask-share", "1.0", "--render-validation-every", "0",
                            "--steps", "2", "--minutes", "0", "--batch", "8", "--lr", "1e-4", "--mask-bank", "0",
                            "--validation-size", "16", "--threads", "1", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     tuned = torch.load(out, weights_only=True)["state_dict"]
     shipped = torch.load(ROOT / "engines" / "lift" / "assets" / "lifter.pt", weights_only=True)["state_dict"]
