@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines.pose_prior import ASSET, PosePrior, fit_gaussian_mixture
+from engines.pose_prior import ASSET, PosePrior
 from engines.skeleton import SMPL_JOINT_NAMES
 from meshstream_tools import mocap
+from meshstream_tools.fit_pose_prior import fit_gaussian_mixture
 from tests.conftest import MOCAP
 
 
