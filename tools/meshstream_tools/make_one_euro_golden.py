@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from meshstream_tools import REPOSITORY
 from meshstream_tools.one_euro_reference import golden_cases
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     target = REPOSITORY / "tests" / "data" / "one_euro_golden.json"
     document = {
         "about": "One Euro filter (Casiez et al. 2012) outputs from tools/meshstream_tools/one_euro_reference.py; "
