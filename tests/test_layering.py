@@ -74,3 +74,8 @@ def test_the_check_sees_imports_wherever_they_are(tmp_path, source, expected):
     (tmp_path / "engines" / "fine.py").write_text("import numpy\nfrom engines import rotations\n")
     found = offending_imports(("engines",), NOT_FOR_THE_RUNTIME, root=tmp_path)
     assert len(found) == 1 and found[0].startswith("engines/sub/probe.py:") and found[0].endswith(expected)
+
+
+def test_tests_import_the_tools_by_their_package_name():
+    """``meshstream_tools``, installed with the project, not the folder ``tools`` as a namespace."""
+    assert offending_imports(("tests",), ("tools",)) == []
