@@ -92,7 +92,7 @@ class BodyReconstructor:
         """Run fits on a made-up person, so the first real frame does not pay the one-off
         start-up costs. Returns the time of a warm-started fit of one person, in ms: what the
         fit costs per frame here."""
-        from engines.fit import project
+        from engines.geometry import project_points as project
 
         upright = torch.tensor([[math.pi, 0.0, 0.0]])
         landmarks = self._poser(upright, torch.zeros(1, 23, 3), torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 3.0]]))[0]
