@@ -33,12 +33,12 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job on the bundled sample clip: meshes published on tcp://127.0.0.1:5556
 # (watch them with `.venv/bin/meshstream listen tcp://127.0.0.1:5556` in another terminal),
-# then an offline pass writing out/sample.npz and the overlay video out/sample.mp4.
+# then an offline pass writing out/sample.npz, the overlay video out/sample.mp4 and the
+# animation files out/sample.bvh and out/sample.glb.
 demo: models
 	$(BIN)/meshstream run
 	mkdir -p out
-	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 \
-		--bvh out/sample.bvh --glb out/sample.glb
+	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 --bvh out/sample.bvh --glb out/sample.glb
 	@echo "the sample's results: out/sample.npz, overlay video out/sample.mp4, animation out/sample.bvh and out/sample.glb (docs/CONSUMERS.md)"
 
 test: models gltf-validator
