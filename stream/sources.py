@@ -203,7 +203,8 @@ class _ContainerReader:
     presentation order, so a frame's number is the count of input frames before it: those
     already passed plus the demuxed packets with an earlier timestamp that never came out
     (corrupt, undecodable, or dropped by the decoder). Frames without timestamps are numbered
-    one after the other.
+    one after the other. Where the decode timestamps go back (files joined end to end), a new
+    timeline segment starts: timestamps are compared within a segment only.
     """
 
     def __init__(self, container, stats: SourceStats, what: str, first_index: int = 0):
@@ -215,7 +216,11 @@ class _ContainerReader:
         self.what = what
         self.packets = 0  # video packets with data demuxed
         self.last_packet_s = time.monotonic()  # when the last packet arrived (read timeouts)
-        self._pending_pts: list[int] = []  # sorted timestamps of demuxed frames not yet placed
+        self._pending: list[tuple[int, int]] = []  # sorted (segment, pts) of demuxed frames not yet placed
+        self._segment = 0  # timeline segment of the last demuxed packet
+        self._last_dts: int | None = None
+        self._placed_segment = 0  # timeline segment of the last placed frame
+        self._placed_pts: int | None = None
         self._passed = first_index  # input frames before the pending ones
         self._delivered_last = first_index - 1  # index of the last delivered frame
         self._finished = False
@@ -227,14 +232,31 @@ class _ContainerReader:
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else None
 
+    def _note_packet(self, packet) -> None:
+        """Keep the timestamp of a demuxed packet with data (one frame of the input)."""
+        self.packets += 1
+        if packet.dts is not None:
+            if self._last_dts is not None and packet.dts < self._last_dts:
+                self._segment += 1
+            self._last_dts = packet.dts
+        if packet.pts is not None:
+            bisect.insort(self._pending, (self._segment, packet.pts))
+
     def _place(self, pts: int | None) -> int:
         """The input frame number of a decoded frame with timestamp ``pts`` (stream time base)."""
-        pending = self._pending_pts
-        before = 0 if pts is None else bisect.bisect_left(pending, pts)
-        index = self._passed + before
-        del pending[:before]
-        if pts is not None and pending and pending[0] == pts:
-            del pending[0]
+        pending = self._pending
+        if pts is None:
+            index = self._passed
+        else:
+            if self._placed_pts is not None and pts < self._placed_pts and self._placed_segment < self._segment:
+                self._placed_segment += 1
+            self._placed_pts = pts
+            key = (self._placed_segment, pts)
+            before = bisect.bisect_left(pending, key)
+            index = self._passed + before
+            del pending[:before]
+            if pending and pending[0] == key:
+                del pending[0]
         self._passed = index + 1
         return index
 
@@ -245,7 +267,7 @@ class _ContainerReader:
     def finish(self) -> int:
         """Count the input frames after the last delivered one as skipped (once); returns the
         number of input frames seen, the index the next frame of a reopened stream gets."""
-        seen = self._passed + len(self._pending_pts)
+        seen = self._passed + len(self._pending)
         if not self._finished:
             self._finished = True
             self.stats.skipped_frames += max(0, seen - self._delivered_last - 1)
@@ -258,9 +280,7 @@ class _ContainerReader:
         for packet in self.container.demux(self.stream):
             self.last_packet_s = time.monotonic()
             if packet.size:
-                self.packets += 1
-                if packet.pts is not None:
-                    bisect.insort(self._pending_pts, packet.pts)
+                self._note_packet(packet)
             if packet.is_corrupt:
                 self.stats.corrupt_packets += 1
                 self.stats.note_skip(f"corrupt packet at pts {packet.pts}")
@@ -518,6 +538,8 @@ class NetworkSource(Source):
         self._container = None
         self._reader = None
         self._next_index = 0
+        self._failed_in_a_row = 0  # reconnection attempts since the last frame that failed
+        self._last_failure = ""
         self._connect(first=True)
 
     def _open_once(self):
@@ -546,34 +568,48 @@ class NetworkSource(Source):
 
     def _connect(self, first: bool = False) -> bool:
         """Open the stream, retrying with backoff (see the class). Returns False if asked to stop
-        meanwhile; raises SourceError when giving up."""
-        if not first and self.max_reconnects == 0:
-            raise SourceError(f"stream {self.url} dropped and reconnecting is off (--max-reconnects 0)")
+        meanwhile; raises SourceError when giving up. A reconnection that opens but delivers no
+        frame before dropping again counts as a failed attempt."""
         t0 = time.monotonic()
         attempts = 0
         while not self._stop.is_set():
+            if not first and self.max_reconnects is not None and self._failed_in_a_row >= self.max_reconnects:
+                if self.max_reconnects == 0:
+                    raise SourceError(f"stream {self.url} dropped ({self._last_failure}) and reconnecting "
+                                      "is off (--max-reconnects 0)")
+                raise SourceError(f"cannot reopen stream {self.url}: {self._last_failure}; gave up after "
+                                  f"{self._failed_in_a_row} reconnection attempt(s) in a row without a frame "
+                                  f"(--max-reconnects {self.max_reconnects}; check that the server is up)")
             attempts += 1
             try:
                 self._container, self._reader = self._open_once()
                 if not first:
-                    log.info("%s: reconnected at attempt %d", self.url, attempts)
+                    log.info("%s: reconnected at attempt %d", self.url, self._failed_in_a_row + 1)
                 return True
             except SourceError as exc:
                 reason = str(exc)
-            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
-            if first and (not self.reconnect or time.monotonic() + delay >= t0 + self.open_timeout_s):
-                raise SourceError(f"cannot open stream {self.url}: {reason} ({attempts} attempt(s) in "
-                                  f"{time.monotonic() - t0:.1f} s; check the address, that the server is up, "
-                                  "and --open-timeout)")
-            if not first and self.max_reconnects is not None and attempts >= self.max_reconnects:
-                raise SourceError(f"cannot reopen stream {self.url}: {reason}; gave up after {attempts} "
-                                  f"reconnection attempt(s) (--max-reconnects {self.max_reconnects}; check "
-                                  "that the server is up)")
-            log.warning("%s: cannot %s (%s); retrying in %.2f s (attempt %d%s)", self.url,
-                        "open" if first else "reopen", reason, delay, attempts,
-                        "" if first or self.max_reconnects is None else f" of {self.max_reconnects}")
+            if first:
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
+                if not self.reconnect or time.monotonic() + delay >= t0 + self.open_timeout_s:
+                    raise SourceError(f"cannot open stream {self.url}: {reason} ({attempts} attempt(s) in "
+                                      f"{time.monotonic() - t0:.1f} s; check the address, that the server is "
+                                      "up, and --open-timeout)")
+                log.warning("%s: cannot open (%s); retrying in %.2f s", self.url, reason, delay)
+            else:
+                self._failed_in_a_row += 1
+                self._last_failure = reason
+                if self.max_reconnects is not None and self._failed_in_a_row >= self.max_reconnects:
+                    continue  # gives up at the top of the loop, without waiting
+                delay = self._backoff()
+                log.warning("%s: cannot reopen (%s); retrying in %.2f s (attempt %d%s)", self.url, reason,
+                            delay, self._failed_in_a_row,
+                            "" if self.max_reconnects is None else f" of {self.max_reconnects}")
             self._stop.wait(delay)
         return False
+
+    def _backoff(self) -> float:
+        """Seconds to wait before the next reconnection attempt."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, self._failed_in_a_row - 1))
 
     def _frames(self) -> Iterator[Frame]:
         import av
@@ -587,6 +623,7 @@ class NetworkSource(Source):
                     image = _to_rgb(video_frame, self.max_side)
                     if new_timeline:
                         self.height, self.width = image.shape[:2]
+                        self._failed_in_a_row = 0
                     yield Frame(index, reader.pts_seconds(video_frame), time.monotonic_ns(), image,
                                 new_timeline=new_timeline)
                     new_timeline = False
@@ -606,6 +643,13 @@ class NetworkSource(Source):
             self.stats.reconnects += 1
             log.warning("%s: stream dropped after frame %d (%s); reconnecting (reconnect #%d)",
                         self.url, self._next_index - 1, reason, self.stats.reconnects)
+            if new_timeline:  # this connection gave no frame: a failed attempt
+                self._failed_in_a_row += 1
+                self._last_failure = f"{reason} before any frame"
+                if self.max_reconnects is None or self._failed_in_a_row < self.max_reconnects:
+                    self._stop.wait(self._backoff())
+            else:
+                self._last_failure = reason
             if not self._connect():
                 return
 
