@@ -45,6 +45,9 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "tcp", "udp", "srt"
 _NETWORK_URL = re.compile(rf"^({'|'.join(NETWORK_SCHEMES)})://", re.IGNORECASE)
 
 
+MAX_PENDING_FRAMES = 4096  # demuxed frames kept for numbering while the decoder has not returned them
+
+
 class SourceError(Exception):
     """A source could not be opened or read; the message says what to check."""
 
@@ -241,6 +244,9 @@ class _ContainerReader:
             self._last_dts = packet.dts
         if packet.pts is not None:
             bisect.insort(self._pending, (self._segment, packet.pts))
+            if len(self._pending) > MAX_PENDING_FRAMES:  # frames that never come out (no timestamps on them)
+                self._passed += len(self._pending) // 2
+                del self._pending[: len(self._pending) // 2]
 
     def _place(self, pts: int | None) -> int:
         """The input frame number of a decoded frame with timestamp ``pts`` (stream time base)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -23,6 +25,7 @@ import pytest
 from stream.frames import Packet, Person
 from stream.sources import NetworkSource, SourceError, VideoFileSource, open_source
 from stream.writers import NpzWriter, OverlayVideoWriter
+from tests.stream_helpers import ROOT, free_port
 
 FPS = 30
 WIDTH, HEIGHT = 96, 64
@@ -302,6 +305,30 @@ def test_stalled_stream_times_out_after_the_read_timeout_and_is_reopened(caplog)
     second = [f for f in frames if f.new_timeline][1:]
     assert len(second) == 1 and second[0].index > frames[0].index
     assert np.all(np.diff([f.index for f in frames]) > 0)
+
+
+def test_stalled_rtsp_stream_times_out_after_the_read_timeout_and_gives_up_when_it_stays_silent(caplog):
+    port = free_port()
+    # 45 frames, then silence on an open connection; the one-client server cannot answer again.
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "stream_rtsp_server.py"), str(port), "0",
+                               str(FPS), "45"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout.readline().strip() == "serving"
+        source = NetworkSource(f"rtsp://127.0.0.1:{port}/live", open_timeout_s=2, read_timeout_s=1,
+                               max_reconnects=1, backoff_s=0.05)
+        frames = []
+        with caplog.at_level(logging.WARNING, logger="meshstream.source"):
+            with pytest.raises(SourceError, match=r"timed out.*gave up after 1 reconnection attempt") as error:
+                for frame in source.frames():
+                    frames.append(frame)
+                    last_frame_s = time.monotonic()
+        silent_s = time.monotonic() - last_frame_s
+    finally:
+        server.kill()
+        server.wait()
+    assert frames and "Invalid data" not in str(error.value)
+    assert any("timed out: no data for 1 s" in r.getMessage() for r in caplog.records)
+    assert silent_s < 1 + 2 + 2.5  # read timeout, then one reopening attempt limited by the open timeout
 
 
 def test_reconnection_gives_up_after_max_reconnects_attempts_and_says_that_many():
