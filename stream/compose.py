@@ -304,7 +304,7 @@ def _results_writer(config: Config, source, engines: Engines, intrinsics, stage_
             "body_model": getattr(engines.body_model, "model_id", None), "meshstream_version": __version__,
             "stages": stage_names}
     try:
-        return NpzWriter(config.results, meta=meta, vertices=config.results_vertices)
+        return NpzWriter(config.results, meta=meta, vertices=config.results_vertices, source_stats=source.stats)
     except WriterError as exc:
         raise ComposeError(str(exc)) from exc
 
