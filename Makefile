@@ -8,9 +8,19 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup models demo test bench synthetic accuracy clean
+.PHONY: setup gl models demo test bench synthetic accuracy clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed gl
+
+# The overlay video draws meshes with OpenGL off-screen (EGL); on a machine without a GPU,
+# Mesa's llvmpipe does it on the CPU. Installed with apt-get when missing and run as root (CI);
+# elsewhere the overlay falls back to the slower engines.render and this says what to install.
+gl:
+	@if ! ldconfig -p | grep -q libEGL_mesa; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
+	  else echo "note: no EGL driver: install libegl1 libegl-mesa0 libgl1-mesa-dri for the fast overlay"; fi; \
+	fi
 
 # The BlazePose networks: taken from the mediapipe wheel with pip, checked, converted once into
 # the cache (~/.cache/meshstream or $MESHSTREAM_CACHE). Quick when already there.

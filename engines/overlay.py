@@ -187,14 +187,15 @@ void main() {
 
 
 class _GLCanvas:
-    """An off-screen multisampled framebuffer of one size, its resolved copy, and a texture
-    holding the picture the meshes are drawn over."""
+    """An off-screen framebuffer of one size (multisampled when samples > 1, then with a
+    resolved copy to read from), and a texture holding the picture the meshes are drawn over."""
 
     def __init__(self, ctx, width: int, height: int, samples: int):
         samples = min(samples, ctx.max_samples) if samples > 1 else 0
-        self.msaa = ctx.framebuffer(color_attachments=[ctx.renderbuffer((width, height), 4, samples=samples)],
-                                    depth_attachment=ctx.depth_renderbuffer((width, height), samples=samples))
-        self.resolved = ctx.framebuffer(color_attachments=[ctx.renderbuffer((width, height), 4)])
+        self.target = ctx.framebuffer(color_attachments=[ctx.renderbuffer((width, height), 4, samples=samples)],
+                                      depth_attachment=ctx.depth_renderbuffer((width, height), samples=samples))
+        self.resolved = (ctx.framebuffer(color_attachments=[ctx.renderbuffer((width, height), 4)])
+                         if samples else None)
         self.background = ctx.texture((width, height), 3)
 
 
@@ -303,9 +304,12 @@ class MeshOverlay:
         prog["eye"].value = tuple(float(v) for v in eye)
         prog["view_dir"].value = tuple(float(v) for v in view_dir)
         prog["ortho"].value = bool(ortho)
-        canvas.msaa.use()
         ctx.scissor = viewport  # only the box is cleared, shaded and resolved
-        canvas.msaa.clear(0.0, 0.0, 0.0, 1.0, depth=1.0)
+        canvas.target.color_mask = (False, False, False, False)  # depth only: the background covers the colour
+        canvas.target.use()
+        canvas.target.clear(depth=1.0)
+        canvas.target.color_mask = (True, True, True, True)
+        canvas.target.use()
         ctx.disable(moderngl.DEPTH_TEST)
         canvas.background.use(0)
         self._background_vao.render(moderngl.TRIANGLE_STRIP, vertices=4)
@@ -315,9 +319,12 @@ class MeshOverlay:
             ctx.enable(moderngl.CULL_FACE)
         self._vao.render()
         ctx.disable(moderngl.CULL_FACE)
-        ctx.copy_framebuffer(canvas.resolved, canvas.msaa)
+        source = canvas.target
+        if canvas.resolved is not None:
+            ctx.copy_framebuffer(canvas.resolved, canvas.target)
+            source = canvas.resolved
         ctx.scissor = None
-        raw = canvas.resolved.read(viewport=viewport, components=3, alignment=1)
+        raw = source.read(viewport=viewport, components=3, alignment=1)
         image[y0:y1, x0:x1] = np.frombuffer(raw, np.uint8).reshape(y1 - y0, x1 - x0, 3)
 
     # -- drawing ---------------------------------------------------------------------------

