@@ -12,7 +12,8 @@ metres; intrinsics (fx, fy, cx, cy) in pixels with pixel (i, j) covering [i, i +
 
 What a frame gets:
 - each person's mesh, opaque, in the colour of their track id (:func:`person_color`), lit by a
-  light above the camera (ambient + Lambert + a little specular), edges anti-aliased (4x MSAA);
+  light above the camera (ambient + Lambert + a little specular); edges anti-aliased with
+  ``samples=4`` (MSAA; it about doubles the cost on llvmpipe, so the default is 1);
 - optionally a side panel (:meth:`MeshOverlay.side_panel`): the same meshes seen from the
   camera's right, orthographic, depth running left to right with a line every metre.
 """
