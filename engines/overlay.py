@@ -26,7 +26,7 @@ import numpy as np
 
 log = logging.getLogger("meshstream.overlay")
 
-__all__ = ["PALETTE", "person_color", "MeshOverlay", "GLUnavailable", "gl_available"]
+__all__ = ["PALETTE", "person_color", "MeshOverlay", "GLUnavailable"]
 
 # Colours (RGB, 0-255) that stand out on ordinary footage and from each other; a track id picks
 # PALETTE[id % len(PALETTE)]. People without a track id (id < 0) are drawn in UNTRACKED_COLOR.
@@ -70,21 +70,6 @@ def _create_context():
     except Exception as exc:  # glcontext raises plain Exceptions when libEGL or a driver is missing
         raise GLUnavailable(f"no EGL context ({exc}); on Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 "
                             "libgl1-mesa-dri") from exc
-
-
-_GL_PROBE: list[bool] = []
-
-
-def gl_available() -> bool:
-    """Whether an off-screen OpenGL (EGL) context can be made here (probed once)."""
-    if not _GL_PROBE:
-        try:
-            _create_context().release()
-            _GL_PROBE.append(True)
-        except GLUnavailable as exc:
-            log.info("OpenGL overlay unavailable: %s", exc)
-            _GL_PROBE.append(False)
-    return _GL_PROBE[0]
 
 
 _VERTEX_SHADER = """
@@ -247,6 +232,15 @@ class MeshOverlay:
             return
         try:
             self._ctx = _create_context()
+            try:
+                self._program = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+                self._background_program = self._ctx.program(vertex_shader=_BACKGROUND_VERTEX_SHADER,
+                                                             fragment_shader=_BACKGROUND_FRAGMENT_SHADER)
+                self._background_vao = self._ctx.vertex_array(self._background_program, [])
+            except Exception as exc:  # a driver below OpenGL 3.3
+                self._ctx.release()
+                self._ctx = None
+                raise GLUnavailable(f"the OpenGL driver cannot run the overlay's shaders ({exc})") from exc
         except GLUnavailable as exc:
             if self.backend == "gl":
                 raise
@@ -254,10 +248,6 @@ class MeshOverlay:
             self.backend = "cpu"
             return
         self.backend = "gl"
-        self._program = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self._background_program = self._ctx.program(vertex_shader=_BACKGROUND_VERTEX_SHADER,
-                                                     fragment_shader=_BACKGROUND_FRAGMENT_SHADER)
-        self._background_vao = self._ctx.vertex_array(self._background_program, [])
 
     def _canvas(self, width: int, height: int) -> _GLCanvas:
         key = (width, height)

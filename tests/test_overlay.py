@@ -140,8 +140,9 @@ def test_the_nearer_person_hides_the_farther_one(body_model):
         np.testing.assert_allclose(mean_chroma(centre, np.ones(centre.shape[:2], bool)), palette_chroma(1), atol=0.03)
 
 
-def test_side_panel_shows_depth_from_the_right(body_model):
-    overlay = MeshOverlay(body_model.faces, WIDTH, HEIGHT, INTRINSICS, backend="gl")
+@pytest.mark.parametrize("backend", ["gl", "cpu"])
+def test_side_panel_shows_depth_from_the_right(body_model, backend):
+    overlay = MeshOverlay(body_model.faces, WIDTH, HEIGHT, INTRINSICS, backend=backend)
     _, _, panel = overlay.draw(grey_frame(), [(1, pose_body(body_model, x=0.0, z=2.5)),
                                               (2, pose_body(body_model, x=0.0, z=4.5))], side_view=True)
     assert panel.shape == (HEIGHT, WIDTH, 3)
