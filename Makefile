@@ -16,10 +16,10 @@ setup: $(VENV)/.installed gl
 # Mesa's llvmpipe does it on the CPU. Installed with apt-get when missing and run as root (CI);
 # elsewhere the overlay falls back to the slower engines.render and this says what to install.
 gl:
-	@if ! ldconfig -p | grep -q libEGL_mesa; then \
+	@if ! (ldconfig -p | grep -q libEGL_mesa && ldconfig -p | grep -q "libGL\.so\.1"); then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
-	  else echo "note: no EGL driver: install libegl1 libegl-mesa0 libgl1-mesa-dri for the fast overlay"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
+	  else echo "note: no EGL driver: install libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri for the fast overlay"; fi; \
 	fi
 
 # The BlazePose networks: taken from the mediapipe wheel with pip, checked, converted once into

@@ -2,8 +2,9 @@
 
 The meshes are rasterised by OpenGL through moderngl in an off-screen EGL context, so no
 display is needed: on a machine without a GPU, Mesa's llvmpipe driver does the work on the CPU
-(Debian packages libegl1, libegl-mesa0 and libgl1-mesa-dri). That takes a few milliseconds per
-720x1280 frame where the project's own torch rasteriser (engines.render) takes 150-200 ms.
+(Debian packages libgl1, libegl1, libegl-mesa0 and libgl1-mesa-dri). That takes about 20 ms of
+CPU for a person in a 720x1280 frame where the project's own torch rasteriser (engines.render)
+takes about 200 (docs/benchmarks.md, "Overlay rendering").
 Where no EGL context can be made, :class:`MeshOverlay` falls back to engines.render, slower but
 with the same picture.
 
@@ -68,7 +69,7 @@ def _create_context():
     try:
         return moderngl.create_standalone_context(backend="egl")
     except Exception as exc:  # glcontext raises plain Exceptions when libEGL or a driver is missing
-        raise GLUnavailable(f"no EGL context ({exc}); on Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 "
+        raise GLUnavailable(f"no EGL context ({exc}); on Debian/Ubuntu: apt-get install libgl1 libegl1 libegl-mesa0 "
                             "libgl1-mesa-dri") from exc
 
 

@@ -1,7 +1,7 @@
 """The overlay: real body-model meshes drawn with OpenGL (engines.overlay, off-screen EGL on
 Mesa) and through the overlay video writer: coverage, colours per id, labels, keypoints, side view.
 
-The OpenGL tests need an EGL driver (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri); they fail,
+The OpenGL tests need an EGL driver (Debian: libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri); they fail,
 not skip, without one, since the overlay would silently fall back to the slow renderer.
 """
 
@@ -66,7 +66,7 @@ def palette_chroma(track_id: int) -> np.ndarray:
 
 def test_opengl_context_is_available_for_the_overlay():
     overlay = MeshOverlay(np.array([[0, 1, 2]]), 8, 8, (8, 8, 4, 4), backend="auto")
-    assert overlay.uses_gl, "no EGL context: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri"
+    assert overlay.uses_gl, "no EGL context: apt-get install libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri"
 
 
 def test_mesh_is_opaque_and_covers_the_pixels_its_vertices_project_to(body_model):
