@@ -8,7 +8,14 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup gl models demo test bench synthetic accuracy clean
+# Blender as a Python module (bpy) for `make test-blender`: it needs Python 3.11 and numpy < 2,
+# so it gets a virtual environment of its own. The Khronos glTF validator (npm) for the GLB test.
+BLENDER_PYTHON ?= python3.11
+BLENDER_VENV ?= .venv-blender
+BPY ?= bpy==5.0.1
+GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
+
+.PHONY: setup gl models demo test test-blender gltf-validator bench synthetic accuracy clean
 
 setup: $(VENV)/.installed gl
 
@@ -36,14 +43,34 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job on the bundled sample clip: meshes published on tcp://127.0.0.1:5556
 # (watch them with `.venv/bin/meshstream listen tcp://127.0.0.1:5556` in another terminal),
-# then an offline pass writing out/sample.npz and the overlay video out/sample.mp4.
+# then an offline pass writing out/sample.npz, the overlay video out/sample.mp4 and the
+# animation files out/sample.bvh and out/sample.glb.
 demo: models
 	$(BIN)/meshstream run
 	mkdir -p out
-	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4
+	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 --bvh out/sample.bvh --glb out/sample.glb
+	@echo "the sample's results: out/sample.npz, overlay video out/sample.mp4, animation out/sample.bvh and out/sample.glb (docs/CONSUMERS.md)"
 
-test: models
+test: models gltf-validator
 	$(BIN)/python -m pytest -q -ra
+
+# The exports opened in Blender itself: installs bpy (~370 MB) into $(BLENDER_VENV), then runs
+# the tests marked `blender` (tests/test_export_blender.py).
+test-blender: models $(BLENDER_VENV)/.installed
+	MESHSTREAM_BLENDER_PYTHON=$(BLENDER_VENV)/bin/python $(BIN)/python -m pytest -q -ra -m blender
+
+$(BLENDER_VENV)/.installed:
+	$(BLENDER_PYTHON) -m venv $(BLENDER_VENV)
+	$(BLENDER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BLENDER_VENV)/bin/python -m pip install -q "$(BPY)"
+	touch $@
+
+# The Khronos glTF validator in .tools/ (needs node and npm; without them its test is skipped).
+gltf-validator:
+	@if [ -d .tools/node_modules/gltf-validator ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix .tools "$(GLTF_VALIDATOR)" \
+		|| echo "could not install the glTF validator: its test will be skipped"; \
+	else echo "npm not found: the glTF validator test will be skipped"; fi
 
 bench: models
 	$(BIN)/meshstream bench
@@ -58,4 +85,4 @@ accuracy: models
 	$(BIN)/python tools/run_benchmark.py --out out/benchmark --markdown out/benchmark/table.md
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(BLENDER_VENV) .tools out

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -122,6 +123,24 @@ class TorchEngine(Engine):
         return tuple(o.float() for o in outs)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """LiteRT's C code prints an INFO line on stderr when it makes its XNNPACK delegate. When
+    logging is set above INFO (``meshstream -q``), file descriptor 2 points at /dev/null meanwhile."""
+    if logging.getLogger("meshstream").getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class LiteRTEngine(Engine):
     """The original .tflite network in the LiteRT interpreter (XNNPACK), CPU only.
 
@@ -139,8 +158,9 @@ class LiteRTEngine(Engine):
         except ImportError as exc:
             raise BackendUnavailableError("litert needs the ai-edge-litert package: pip install ai-edge-litert") from exc
         threads = num_threads or torch.get_num_threads()
-        self.interpreter = Interpreter(model_path=str(spec.tflite_file), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with _quiet_native_stderr():
+            self.interpreter = Interpreter(model_path=str(spec.tflite_file), num_threads=threads)
+            self.interpreter.allocate_tensors()
         self._inputs = [d["index"] for d in self.interpreter.get_input_details()]
         self._outputs = [d["index"] for d in self.interpreter.get_output_details()]
 

@@ -6,6 +6,8 @@ and the results files use.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 SMPL_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
     "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
@@ -59,3 +61,9 @@ COCO17_NAMES: tuple[str, ...] = (
 
 # COCO-17 keypoints are a subset of BlazePose's 33: index into the 33 for each COCO keypoint.
 COCO17_FROM_BLAZEPOSE: tuple[int, ...] = tuple(BLAZEPOSE_NAMES.index(name) for name in COCO17_NAMES)
+
+
+# Names for indices: Joint.LEFT_KNEE == 4 (SMPL's 24 joints), Landmark.LEFT_WRIST == 15
+# (BlazePose's 33 keypoints), so that code reads joints[:, Joint.LEFT_KNEE] rather than joints[:, 4].
+Joint = IntEnum("Joint", {name.upper(): i for i, name in enumerate(SMPL_JOINT_NAMES)})
+Landmark = IntEnum("Landmark", {name.upper(): i for i, name in enumerate(BLAZEPOSE_NAMES)})

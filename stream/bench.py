@@ -73,9 +73,10 @@ def retimed_clip(source_path: str | Path, fps: int = 30, min_frames: int = 300, 
     return out
 
 
-def stages_alone(make_source: Callable, make_stages: Callable, max_frames: int | None = None, passes: int = 2) -> dict:
+def stages_alone(make_source: Callable, make_chain: Callable, max_frames: int | None = None, passes: int = 2) -> dict:
     """Each stage (and decoding) alone: {name: {"fps", "p50_ms", "p95_ms"}}, the best of
     ``passes`` passes (the first one also warms caches and lazy initialisation up).
+    make_chain(source, policy=None): a :class:`stream.compose.Chain` (stream.compose.compose).
 
     Each stage is opened and run in a thread of its own, as the pipeline runs it (the stage's
     thread is where its engines set up their per-thread state, e.g. OpenMP teams): the figures
@@ -109,11 +110,13 @@ def stages_alone(make_source: Callable, make_stages: Callable, max_frames: int |
             errors.append(exc)
 
     for _ in range(passes):
+        chain = make_chain(make_source(), policy="offline")
+        chain.source.close()
         source = make_source()
         t0, cpu0 = time.perf_counter(), time.process_time()
         packets = []
         for frame in source.frames():
-            packets.append(Packet(frame))
+            packets.append(Packet(frame, intrinsics=chain.camera.intrinsics(frame.width, frame.height)))
             if max_frames and len(packets) >= max_frames:
                 break
         decode_s, decode_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
@@ -122,7 +125,7 @@ def stages_alone(make_source: Callable, make_stages: Callable, max_frames: int |
                              "mean_ms": 1000 * decode_s / max(1, len(packets)),
                              "cpu_ms_per_frame": 1000 * decode_cpu_s / max(1, len(packets))})
         context = PipelineContext(policy="offline")
-        for stage in make_stages():
+        for stage in chain.stages:
             times: list[float] = []
             errors: list[BaseException] = []
             thread = threading.Thread(target=run_stage, name=f"alone-{stage.name}",
@@ -154,13 +157,12 @@ class _CpuClockedSource:
         return getattr(self._source, name)
 
 
-def pipeline_run(make_source: Callable, make_stages: Callable, policy: str | None = None,
+def pipeline_run(make_source: Callable, make_chain: Callable, policy: str | None = None,
                  max_frames: int | None = None) -> dict:
-    """One pipeline run; its stats summary."""
-    from stream.pipeline import Pipeline
-
+    """One pipeline run (``make_chain(source, policy)``, at most ``max_frames``); its stats summary."""
     source = _CpuClockedSource(make_source())
-    pipeline = Pipeline(source, make_stages(), policy=policy, max_frames=max_frames)
+    pipeline = make_chain(source, policy=policy).pipeline
+    pipeline.max_frames = max_frames
     pipeline.run()
     cpu_s = time.process_time() - source.cpu_at_first_frame  # every thread, from the first frame on
     summary = pipeline.stats.summary()
@@ -169,11 +171,11 @@ def pipeline_run(make_source: Callable, make_stages: Callable, policy: str | Non
     return summary
 
 
-def best_pipeline_run(make_source: Callable, make_stages: Callable, passes: int = 2, **kwargs) -> dict:
+def best_pipeline_run(make_source: Callable, make_chain: Callable, passes: int = 2, **kwargs) -> dict:
     """The pipeline run ``passes`` times; the summary of the fastest run (throughput), with every
     run's throughput under "passes_fps". The stages alone are also the best of their passes, so
     the efficiency compares like with like on a machine whose load varies between runs."""
-    runs = [pipeline_run(make_source, make_stages, **kwargs) for _ in range(max(1, passes))]
+    runs = [pipeline_run(make_source, make_chain, **kwargs) for _ in range(max(1, passes))]
     best = dict(max(runs, key=lambda run: run["throughput_fps"]))
     best["passes_fps"] = [run["throughput_fps"] for run in runs]
     return best
@@ -188,7 +190,7 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
     """
     from stream.client import Subscriber
     from stream.publisher import Publisher
-    from stream.stages import PublishOptions, frame_message
+    from stream.protocol import frame_message
 
     publisher = Publisher("tcp://127.0.0.1:*", sndhwm=messages + 10, handover_hwm=messages + 10).start()
     address = publisher.bound_address
@@ -218,7 +220,6 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
                     betas=rng.random(10, dtype=np.float32), transl=rng.random(3, dtype=np.float32),
                     joints=rng.random((24, 3), dtype=np.float32),
                     vertices=rng.random((num_vertices, 3), dtype=np.float32))
-    options = PublishOptions(vertices=True, vertices_dtype=dtype)
     from stream.frames import Frame
 
     image = np.zeros((4, 4, 3), np.uint8)
@@ -231,7 +232,7 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
                 time.sleep(max(0.0, min(0.002, due - time.perf_counter())))
         packet = Packet(Frame(i, i / 30, time.monotonic_ns(), image), [person])
         t = time.perf_counter()
-        fields, arrays = frame_message(packet, options, 640, 480)
+        fields, arrays = frame_message(packet, vertices=True, vertices_dtype=dtype)
         publisher.publish(fields, arrays)
         call_ms.append((time.perf_counter() - t) * 1000)
     thread.join(timeout=30)
@@ -250,7 +251,8 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
 
 
 def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None = ("litert",)) -> dict:
-    """engines.pose.bench.benchmark() and engines.body.bench.benchmark(), where they exist.
+    """engines.pose.bench.benchmark(), where it exists. (The body model's comparison with
+    smplx is a measurement on a generated SMPL-format file: python -m meshstream_tools.body_bench.)
 
     pose_backends: the back ends the pose benchmark times (None: its own default list, which
     includes torch.compile and takes minutes on a CPU).
@@ -260,9 +262,9 @@ def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None
     import inspect
     import sys
 
-    from stream.stages import module_exists
+    from stream.config import _installed as module_exists
 
-    wanted = {"engines.pose.bench": {"device": device, "backends": pose_backends}, "engines.body.bench": {}}
+    wanted = {"engines.pose.bench": {"device": device, "backends": pose_backends}}
     out = {}
     for name, kwargs in wanted.items():
         if not module_exists(name):

@@ -46,13 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         "and publish them over ZeroMQ.",
     )
     parser.add_argument("--version", action="version", version=f"meshstream {__version__}")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    # -v/-q work before or after the subcommand (the subcommand's own default must not reset them).
+    verbosity = argparse.ArgumentParser(add_help=False)
+    group = verbosity.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (-vv for debug)")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
+    for action in verbosity._actions:
+        parser._add_action(action)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=getattr(module, "__doc__", None) or module.HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter, parents=[verbosity])
         if hasattr(module, "add_arguments"):
             module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -67,7 +71,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0

@@ -8,26 +8,78 @@ A :class:`Frame` is what a source produces: one decoded picture with its timesta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """A pinhole camera: focal lengths and principal point in pixels, for an image of
+    ``width`` x ``height`` pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @classmethod
+    def from_fov(cls, width: int, height: int, fov_deg: float = 60.0) -> "Intrinsics":
+        """The camera whose longer image side spans ``fov_deg`` degrees (square pixels, centred)."""
+        focal = 0.5 * max(width, height) / math.tan(math.radians(fov_deg) / 2)
+        return cls(focal, focal, width / 2.0, height / 2.0, int(width), int(height))
+
+    def matrix(self) -> np.ndarray:
+        """(3, 3) float32 pinhole matrix."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], np.float32)
+
+    def as_dict(self) -> dict:
+        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Where a run's intrinsics come from: the user's (fx, fy, cx, cy) in pixels when given,
+    else a centred pinhole whose longer image side spans ``fov_deg`` degrees."""
+
+    fov_deg: float = 60.0
+    given: tuple[float, float, float, float] | None = None
+
+    def intrinsics(self, width: int, height: int) -> Intrinsics:
+        if self.given is not None:
+            return Intrinsics(*(float(v) for v in self.given), int(width), int(height))
+        return Intrinsics.from_fov(width, height, self.fov_deg)
 
 
 @dataclass
 class Frame:
     """One decoded video frame.
 
-    index: 0-based position in the source (counts decoded frames, also across reconnects).
+    index: 0-based frame number in the source, counting the frames the source could not
+        deliver (corrupt or undecodable): after a skipped frame the next index jumps, so an
+        index always names the same picture of the input. Across a network reconnect it keeps
+        counting from the last frame before the drop.
     pts_s: presentation time in seconds from the container's time base (None if unknown).
     t_capture_ns: ``time.monotonic_ns()`` when the frame was handed to the pipeline.
-    image: (H, W, 3) uint8 RGB, C-contiguous.
+    image: (H, W, 3) uint8 RGB, C-contiguous, upright (the container's rotation applied).
+    new_timeline: True on the first frame of a source and on the first frame after a break
+        in its timeline (a network reconnect, or timestamps going backwards): what came before
+        says nothing about this frame (tracks and filters start afresh).
     """
 
     index: int
     pts_s: float | None
     t_capture_ns: int
     image: np.ndarray
+    new_timeline: bool = False
+
+    @property
+    def t_s(self) -> float:
+        """The frame's time in seconds: pts_s, or the capture time when the container has none."""
+        return self.pts_s if self.pts_s is not None else self.t_capture_ns / 1e9
 
     @property
     def height(self) -> int:
@@ -73,11 +125,12 @@ class Packet:
     """One frame on its way through the pipeline.
 
     people: filled by the pose stage and refined by later stages.
-    extra: free-form per-frame values a stage passes to later ones (declared in its outputs).
+    intrinsics: the camera the bodies are placed with (given by the user, or from the field of
+        view), filled by the pipeline for every frame.
     stage_ms: how long each stage spent on this frame, milliseconds.
     """
 
     frame: Frame
     people: list[Person] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    intrinsics: Intrinsics | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)

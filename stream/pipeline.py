@@ -32,12 +32,12 @@ import queue
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
-from stream.frames import Packet
+from stream.frames import Camera, Packet
 
 log = logging.getLogger("meshstream.pipeline")
 
@@ -55,12 +55,10 @@ class PipelineContext:
     """What stages may read while running (shared, read-mostly).
 
     policy: "live" or "offline". degrade_level: 0 = normal; 1..3 = progressively shed work.
-    info: free-form facts set by whoever builds the pipeline (source size, fps, intrinsics).
     """
 
     policy: str = OFFLINE
     degrade_level: int = 0
-    info: dict = field(default_factory=dict)
 
 
 class Stage:
@@ -68,8 +66,7 @@ class Stage:
 
     name: shown in stats. inputs/outputs: packet fields needed / added ("frame" comes from
     the source; "people" from the pose stage; ...). budget_ms: time allowed per frame.
-    exclusive_device: runs on a GPU (documented; the one-thread-per-stage design already
-    keeps one frame in flight per stage). optional: may be skipped under overload (live).
+    optional: may be skipped under overload (live).
     batch_size: offline only, the most packets one :meth:`process_batch` call receives.
     """
 
@@ -77,7 +74,6 @@ class Stage:
     inputs: tuple[str, ...] = ("frame",)
     outputs: tuple[str, ...] = ()
     budget_ms: float = 33.0
-    exclusive_device: bool = False
     optional: bool = False
     batch_size: int = 1
 
@@ -315,13 +311,19 @@ class Pipeline:
     latency_budget_ms: live end-to-end budget for degrading (default: sum of stage budgets).
     on_result: called with each finished packet, in the last stage's thread.
     report_every_s: log a one-line progress report this often (None: never).
+    camera: gives every packet its intrinsics (default: a 60 degree field of view).
+
+    Every packet gets its intrinsics here. Stages that keep state over time start over on
+    :attr:`stream.frames.Frame.new_timeline`, which the source sets (never on the clock).
     """
 
     def __init__(self, source, stages: list[Stage], policy: str | None = None, queue_size: int = 8,
                  max_frames: int | None = None, latency_budget_ms: float | None = None,
                  on_result: Callable[[Packet], None] | None = None, watchdog: Watchdog | None = None,
-                 context: PipelineContext | None = None, report_every_s: float | None = None):
+                 context: PipelineContext | None = None, report_every_s: float | None = None,
+                 camera: Camera | None = None):
         self.source = source
+        self.camera = camera or Camera()
         self.stages = list(stages)
         self.policy = policy or (LIVE if getattr(source, "live", False) else OFFLINE)
         if self.policy not in (LIVE, OFFLINE):
@@ -388,7 +390,7 @@ class Pipeline:
                 if self._stop.is_set():
                     break
                 self.stats.frames_in += 1
-                self._put(out_q, Packet(frame))
+                self._put(out_q, Packet(frame, intrinsics=self.camera.intrinsics(frame.width, frame.height)))
                 if self.max_frames is not None and self.stats.frames_in >= self.max_frames:
                     break
         except BaseException as exc:  # noqa: BLE001 - reported by run()

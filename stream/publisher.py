@@ -8,14 +8,20 @@ messages at their high-water mark inside ZeroMQ; they see it as gaps in ``seq``.
 
 Topology for late joiners: the XPUB socket sees every subscription (XPUB_VERBOSE). When a
 subscription covers ``meshstream.meta`` (the exact topic or any prefix of it, including the
-empty "everything" subscription), the publisher sends the current topology at once; it also
-republishes it every ``meta_interval_s``. A subscriber asks again by unsubscribing from and
-resubscribing to ``meshstream.meta``.
+empty "everything" subscription), the publisher sends the current topology, at most once per
+``meta_resend_min_s`` however many subscriptions arrive (requests in between are answered
+together), so a peer that keeps resubscribing cannot flood the others. It also republishes it
+every ``meta_interval_s``, and at once when it changes. A subscriber asks again by unsubscribing
+from and resubscribing to ``meshstream.meta``.
 
-Optional CURVE (``curve_keys_dir``): the server's key pair is ``server.key_secret`` in that
-folder and the public keys allowed to subscribe are the ``*.key`` files in
-``authorized_clients/``; others complete no handshake and receive nothing.
-:func:`create_curve_keys` makes such a folder.
+End of stream: :meth:`Publisher.end_of_stream` (or :meth:`Publisher.close`, if nobody called it)
+sends one ``end`` message on the frame topic after every frame already handed over, so that
+subscribers stop without waiting for a timeout.
+
+Optional CURVE (``curve_keys_dir``): the server's folder made by ``meshstream keys``
+(stream.keys): ``server.key_secret`` (readable by its owner only) and ``authorized_clients/*.key``,
+the public keys allowed to subscribe; others complete no handshake and receive nothing. Keys are
+checked before any socket exists, so a bad folder is a clear error, never a hang.
 """
 
 from __future__ import annotations
@@ -29,29 +35,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import zmq
-import zmq.auth
 
 from stream import protocol
+from stream.keys import CurveKeyError, create_curve_keys, load_server_keys  # noqa: F401 - create_curve_keys re-exported
 
 log = logging.getLogger("meshstream.publisher")
+
+# A subscription message is a topic prefix; anything longer is not one of ours.
+MAX_SUBSCRIPTION_BYTES = 4096
+# Events read (subscriptions) or messages forwarded per turn of the loop, so neither starves the other.
+BATCH = 256
 
 
 class PublishError(Exception):
     """The publisher could not start (bad address, port in use, bad keys)."""
-
-
-def create_curve_keys(directory: str | os.PathLike, clients: Sequence[str] = ("client",)) -> Path:
-    """Make a CURVE key folder: ``server.key``/``server.key_secret``, one pair per client
-    name, and ``authorized_clients/<name>.key`` (the public keys the server accepts)."""
-
-    directory = Path(directory)
-    authorized = directory / "authorized_clients"
-    authorized.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(directory, "server")
-    for name in clients:
-        public, _ = zmq.auth.create_certificates(directory, name)
-        (authorized / Path(public).name).write_bytes(Path(public).read_bytes())
-    return directory
 
 
 def _bind_error_message(address: str, exc: zmq.ZMQError) -> str:
@@ -71,16 +68,19 @@ class Publisher:
     address: where to bind, e.g. "tcp://127.0.0.1:5556". sndhwm: messages queued per
     subscriber before ZeroMQ drops for that subscriber. handover_hwm: messages waiting for the
     publisher thread before producers' messages are dropped (counted in ``dropped``).
-    meta_interval_s: topology republish period. linger_ms: how long close() may wait to flush.
+    meta_interval_s: topology republish period. meta_resend_min_s: least time between two sends
+    of the topology asked for by subscriptions. linger_ms: how long close() may wait to flush.
+    curve_keys_dir: the server's CURVE folder (``DIR/server`` of ``meshstream keys DIR``).
     """
 
     def __init__(self, address: str = "tcp://127.0.0.1:5556", sndhwm: int = 32, handover_hwm: int = 64,
                  meta_interval_s: float = 2.0, linger_ms: int = 500, curve_keys_dir: str | os.PathLike | None = None,
-                 topic: str = protocol.FRAME_TOPIC):
+                 topic: str = protocol.FRAME_TOPIC, meta_resend_min_s: float = 0.25):
         self.address = address
         self.sndhwm = sndhwm
         self.handover_hwm = handover_hwm
         self.meta_interval_s = meta_interval_s
+        self.meta_resend_min_s = meta_resend_min_s
         self.linger_ms = linger_ms
         self.curve_keys_dir = Path(curve_keys_dir) if curve_keys_dir else None
         self.topic = topic
@@ -91,18 +91,25 @@ class Publisher:
         self._pushers_lock = threading.Lock()
         self._meta_frames: list | None = None
         self._meta_dirty = False
+        self._meta_requested = False
         self._meta_lock = threading.Lock()
+        self._end_frames: list | None = None
+        self._end_sent = threading.Event()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._curve: tuple[bytes, bytes] | None = None
         self._auth = None
         self._seq = 0
         self._meta_seq = 0
+        self._handed = 0  # messages handed over to the publishing thread
+        self._handed_lock = threading.Lock()
         # Counters (read from any thread).
-        self.sent = 0
+        self.sent = 0  # frame messages given to the XPUB socket
         self.dropped = 0
         self.meta_sent = 0
+        self.meta_requests = 0  # subscriptions that asked for the topology
         self.subscriptions = 0
         self.frame_subscriptions = 0
         self.bound_address: str | None = None
@@ -110,7 +117,14 @@ class Publisher:
 
     # 1. Life cycle ---------------------------------------------------------------------------
     def start(self) -> "Publisher":
-        """Bind and start the publishing thread; raises PublishError with advice on failure."""
+        """Check the keys, bind and start the publishing thread; raises PublishError with
+        advice on failure (and leaves no socket or thread behind)."""
+        try:
+            if self.curve_keys_dir is not None:
+                self._start_curve()
+        except (CurveKeyError, zmq.ZMQError, ValueError, OSError) as exc:
+            self._terminate()
+            raise PublishError(str(exc)) from None
         self._thread = threading.Thread(target=self._serve, name="publisher", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -120,8 +134,48 @@ class Publisher:
             raise PublishError(str(self._start_error)) from self._start_error
         return self
 
+    def _start_curve(self) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        public, secret, authorized = load_server_keys(self.curve_keys_dir)
+        self._curve = (public, secret)
+        self._auth = ThreadAuthenticator(self.context)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(authorized))
+
+    def end_of_stream(self, reason: str = "finished", timeout_s: float | None = None) -> bool:
+        """Send the ``end`` message after every frame already handed over (call it once the
+        last frame is published, from any thread). reason: one of protocol.END_REASONS.
+        Returns True once it is on the socket; later calls do nothing."""
+        if reason not in protocol.END_REASONS:
+            raise ValueError(f"end-of-stream reason {reason!r}: use one of {protocol.END_REASONS}")
+        if self._end_frames is not None or self._thread is None or not self._thread.is_alive():
+            return self._end_sent.is_set()
+        timeout_s = self._flush_timeout_s() if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        self.flush(timeout_s)
+        header = {"kind": "end", "seq": self._seq, "reason": reason}
+        self._end_frames = [bytes(f) for f in protocol.encode(self.topic, header)]
+        return self._end_sent.wait(max(0.0, deadline - time.monotonic()) + 0.2)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every message handed over so far is on the XPUB socket (``sent`` is then
+        final for them). True if it is, False after ``timeout_s``."""
+        deadline = time.monotonic() + (self._flush_timeout_s() if timeout_s is None else timeout_s)
+        while self.sent < self._handed:
+            if self._thread is None or not self._thread.is_alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def _flush_timeout_s(self) -> float:
+        return 2 + self.linger_ms / 1000
+
     def close(self) -> None:
-        """Flush what is queued, then close every socket (each waits at most linger_ms)."""
+        """Send the end message if end_of_stream() was not called, flush what is queued, then
+        close every socket (each waits at most linger_ms)."""
+        if self.error is None:
+            self.end_of_stream("closed")
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5 + self.linger_ms / 1000)
@@ -135,7 +189,8 @@ class Publisher:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
-        self.context.term()
+        if not self.context.closed:
+            self.context.term()
 
     def __enter__(self):
         return self.start()
@@ -145,35 +200,27 @@ class Publisher:
 
     def _make_socket(self) -> zmq.Socket:
         sock = self.context.socket(zmq.XPUB)
-        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-        sock.setsockopt(zmq.LINGER, self.linger_ms)
-        if self.curve_keys_dir is not None:
-
-            from zmq.auth.thread import ThreadAuthenticator
-
-            secret = self.curve_keys_dir / "server.key_secret"
-            authorized = self.curve_keys_dir / "authorized_clients"
-            if not secret.is_file() or not authorized.is_dir():
-                raise PublishError(f"CURVE key folder {self.curve_keys_dir} needs server.key_secret and "
-                                   "authorized_clients/*.key (make one with stream.publisher.create_curve_keys)")
-            self._auth = ThreadAuthenticator(self.context)
-            self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(authorized))
-            public, private = zmq.auth.load_certificate(secret)
-            sock.curve_secretkey = private
-            sock.curve_publickey = public
-            sock.curve_server = True
+        try:
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+            if self._curve is not None:
+                sock.curve_publickey, sock.curve_secretkey = self._curve
+                sock.curve_server = True
+        except BaseException:
+            sock.close(linger=0)
+            raise
         return sock
 
     def _serve(self) -> None:
         # 1. Sockets: XPUB bound to the user's address, PULL for hand-overs from producers.
+        xpub = pull = None
         try:
             xpub = self._make_socket()
             try:
                 xpub.bind(self.address)
             except zmq.ZMQError as exc:
-                xpub.close(linger=0)
                 raise PublishError(_bind_error_message(self.address, exc)) from exc
             self.bound_address = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
             pull = self.context.socket(zmq.PULL)
@@ -181,6 +228,9 @@ class Publisher:
             pull.setsockopt(zmq.LINGER, 0)
             pull.bind(self._inproc)
         except BaseException as exc:  # noqa: BLE001 - reported by start()
+            for sock in (pull, xpub):
+                if sock is not None:
+                    sock.close(linger=0)
             self._start_error = exc
             self._ready.set()
             return
@@ -189,20 +239,27 @@ class Publisher:
         poller.register(xpub, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         next_meta = time.monotonic() + self.meta_interval_s
+        last_meta = float("-inf")
         try:
-            # 2. Loop: forward hand-overs, answer meta subscriptions, republish meta.
+            # 2. Loop: forward hand-overs, answer meta subscriptions (rate-limited), republish meta.
             while not self._stop.is_set():
-                events = dict(poller.poll(timeout=50))
+                events = dict(poller.poll(timeout=20))
                 if xpub in events:
                     self._read_subscriptions(xpub)
                 if pull in events:
                     self._forward(pull, xpub)
-                if self._meta_dirty or time.monotonic() >= next_meta:
-                    self._send_meta(xpub)
-                    next_meta = time.monotonic() + self.meta_interval_s
+                now = time.monotonic()
+                if (self._meta_dirty or now >= next_meta
+                        or (self._meta_requested and now - last_meta >= self.meta_resend_min_s)):
+                    if self._send_meta(xpub):
+                        last_meta = now
+                    next_meta = now + self.meta_interval_s
+                if self._end_frames is not None and not self._end_sent.is_set():
+                    self._forward(pull, xpub, limit=None)
+                    xpub.send_multipart(self._end_frames, copy=False)
+                    self._end_sent.set()
             # 3. Shutdown: forward what is already handed over, then close with linger.
-            while pull.poll(timeout=0):
-                self._forward(pull, xpub)
+            self._forward(pull, xpub, limit=None)
         except Exception as exc:  # noqa: BLE001 - surfaced to producers by publish()
             log.error("publisher thread failed: %s", exc)
             self.error = exc
@@ -211,7 +268,9 @@ class Publisher:
             xpub.close(linger=self.linger_ms)
 
     def _read_subscriptions(self, xpub: zmq.Socket) -> None:
-        while True:
+        meta = protocol.META_TOPIC.encode()
+        topic = self.topic.encode()
+        for _ in range(BATCH):
             try:
                 event = xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -219,27 +278,33 @@ class Publisher:
             if event[:1] == b"\x01":
                 self.subscriptions += 1
                 prefix = event[1:]
-                if self.topic.encode().startswith(prefix) or prefix.startswith(self.topic.encode()):
+                if topic.startswith(prefix) or prefix.startswith(topic):
                     self.frame_subscriptions += 1
-                if protocol.META_TOPIC.encode().startswith(prefix):
-                    self._send_meta(xpub)
+                if meta.startswith(prefix):
+                    self.meta_requests += 1
+                    self._meta_requested = True
 
-    def _forward(self, pull: zmq.Socket, xpub: zmq.Socket) -> None:
-        while True:
+    def _forward(self, pull: zmq.Socket, xpub: zmq.Socket, limit: int | None = BATCH) -> None:
+        count = 0
+        while limit is None or count < limit:
             try:
                 frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             xpub.send_multipart(frames, copy=False)
             self.sent += 1
+            count += 1
 
-    def _send_meta(self, xpub: zmq.Socket) -> None:
+    def _send_meta(self, xpub: zmq.Socket) -> bool:
         with self._meta_lock:
             frames = self._meta_frames
             self._meta_dirty = False
-        if frames is not None:
-            xpub.send_multipart(frames, copy=True)
-            self.meta_sent += 1
+            self._meta_requested = False
+        if frames is None:
+            return False
+        xpub.send_multipart(frames, copy=False)  # bytes parts: zero-copy, kept alive by ZeroMQ
+        self.meta_sent += 1
+        return True
 
     # 2. Producers ----------------------------------------------------------------------------
     def _pusher(self) -> zmq.Socket:
@@ -280,13 +345,16 @@ class Publisher:
     def _handover(self, frames: list) -> bool:
         try:
             self._pusher().send_multipart(frames, zmq.NOBLOCK, copy=False)
-            return True
         except zmq.Again:
             self.dropped += 1
             return False
+        with self._handed_lock:
+            self._handed += 1
+        return True
 
     def release_thread_socket(self) -> None:
-        """Close the calling thread's hand-over socket (call from a producer thread when done)."""
+        """Close the calling thread's hand-over socket (call from a producer thread when done);
+        returns once what it handed over is on the XPUB socket (so ``sent`` counts it)."""
         sock = getattr(self._local, "push", None)
         if sock is not None:
             self._local.push = None
@@ -294,6 +362,7 @@ class Publisher:
                 if sock in self._pushers:
                     self._pushers.remove(sock)
             sock.close(linger=1000)
+            self.flush()
 
     def wait_for_subscriber(self, timeout_s: float) -> bool:
         """Wait until someone subscribes to frames (or ``timeout_s`` passes); True if someone did."""
@@ -304,4 +373,5 @@ class Publisher:
 
     def stats(self) -> dict:
         return {"sent": self.sent, "dropped": self.dropped, "meta_sent": self.meta_sent,
-                "subscriptions": self.subscriptions}
+                "meta_requests": self.meta_requests, "subscriptions": self.subscriptions,
+                "end_sent": self._end_sent.is_set()}

@@ -6,8 +6,15 @@ Results (.npz), one row per (frame, person):
     score (N,) float32          bbox (N, 4) float32       keypoints2d (N, 33, 3) float32
     global_orient (N, 3)        body_pose (N, 23, 3)      betas (N, 10)      transl (N, 3)
     joints (N, 24, 3)           vertices (N, V, 3) only with vertices=True
-    meta: a JSON string (fps, width, height, intrinsics, body model, version, counts, and
-          ``not_computed``: the arrays no stage produced in this run, which hold NaN)
+    meta: a JSON string (fps, width, height, intrinsics, body model, version, counts,
+          ``not_computed``: the arrays no stage produced in this run, which hold NaN, and
+          ``source_stats``: what the source read and lost, see below)
+
+``frame_index`` is the frame's number in the input (stream.frames.Frame.index): frames the
+source skipped as corrupt or undecodable leave gaps, so a row always names the right picture.
+``source_stats`` (when the writer is given the source's statistics) counts ``frames``
+delivered, ``skipped_frames`` (frames of the input never delivered: the gaps),
+``corrupt_packets`` and ``decode_errors`` (what was skipped), ``reconnects`` and ``truncated``.
 
 The file is rewritten atomically (temporary file, then rename) every ``flush_every_s`` and on
 close, so an interrupted or failed run leaves a valid file with what was done.
@@ -26,10 +33,16 @@ import numpy as np
 
 from stream import __version__
 from stream.frames import Packet, Person
+from stream.protocol import PERSON_ARRAYS
 
 log = logging.getLogger("meshstream.writers")
 
-BODY_FIELDS = {"global_orient": (3,), "body_pose": (23, 3), "betas": (10,), "transl": (3,), "joints": (24, 3)}
+# Per-person arrays of the results file: the wire protocol's (stream.protocol.PERSON_ARRAYS) under
+# their results names, betas with the body models' 10 shape coefficients; vertices only on request.
+ROW_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
+    spec.results_name: (spec.attribute, tuple(10 if n is None else n for n in spec.shape))
+    for name, spec in PERSON_ARRAYS.items() if name != "vertices"}
+VIDEO_CLOCK_HZ = 90000  # time base of the overlay video's timestamps (ticks per second)
 
 
 class WriterError(Exception):
@@ -48,10 +61,13 @@ class NpzWriter:
     """Collects per-(frame, person) rows and writes them as .npz (see module docstring).
 
     meta: JSON-able facts about the run (fps, width, height, intrinsics, body model...).
+    source_stats: the source's statistics, read at every write into meta ``source_stats``:
+    an object with ``as_dict()`` (a :class:`stream.sources.SourceStats`, e.g. ``source.stats``)
+    or a callable returning a JSON-able dict.
     """
 
     def __init__(self, path: str | os.PathLike, meta: dict | None = None, vertices: bool = False,
-                 flush_every_s: float = 10.0):
+                 flush_every_s: float = 10.0, source_stats=None):
         self.path = Path(path)
         if self.path.suffix != ".npz":
             raise WriterError(f"results file {self.path} must end in .npz")
@@ -59,9 +75,9 @@ class NpzWriter:
         self.meta = dict(meta or {})
         self.vertices = vertices
         self.flush_every_s = flush_every_s
+        self.source_stats = source_stats
         self._rows: dict[str, list] = {k: [] for k in
-                                       ("frame_index", "pts_s", "track_id", "score", "bbox", "keypoints2d",
-                                        *BODY_FIELDS, "vertices")}
+                                       ("frame_index", "pts_s", "track_id", "score", "bbox", *ROW_ARRAYS, "vertices")}
         self._computed: set[str] = set()
         self.frames = 0
         self._last_flush = time.monotonic()
@@ -83,13 +99,8 @@ class NpzWriter:
         rows["track_id"].append(person.track_id)
         rows["score"].append(person.score)
         rows["bbox"].append(np.full(4, np.nan, np.float32) if person.bbox is None else np.asarray(person.bbox, np.float32))
-        if person.keypoints is not None:
-            self._computed.add("keypoints2d")
-            rows["keypoints2d"].append(np.asarray(person.keypoints, np.float32))
-        else:
-            rows["keypoints2d"].append(np.full((33, 3), np.nan, np.float32))
-        for name, shape in BODY_FIELDS.items():
-            value = getattr(person, name)
+        for name, (attribute, shape) in ROW_ARRAYS.items():
+            value = getattr(person, attribute)
             if value is not None:
                 self._computed.add(name)
                 rows[name].append(np.asarray(value, np.float32).reshape(shape))
@@ -110,18 +121,20 @@ class NpzWriter:
             "track_id": np.asarray(rows["track_id"], np.int64).reshape(n),
             "score": np.asarray(rows["score"], np.float32).reshape(n),
             "bbox": np.asarray(rows["bbox"], np.float32).reshape(n, 4),
-            "keypoints2d": np.asarray(rows["keypoints2d"], np.float32).reshape(n, 33, 3),
         }
-        for name, shape in BODY_FIELDS.items():
+        for name, (_, shape) in ROW_ARRAYS.items():
             out[name] = np.asarray(rows[name], np.float32).reshape(n, *shape)
         if self.vertices:
             v = self._num_vertices or 0
             filled = [np.full((v, 3), np.nan, np.float32) if x is None else np.asarray(x, np.float32)
                       for x in rows["vertices"]]
             out["vertices"] = np.asarray(filled, np.float32).reshape(n, v, 3)
-        names = ["keypoints2d", *BODY_FIELDS] + (["vertices"] if self.vertices else [])
+        names = [*ROW_ARRAYS] + (["vertices"] if self.vertices else [])
         meta = {**self.meta, "version": __version__, "frames": self.frames, "rows": n,
                 "not_computed": [k for k in names if k not in self._computed]}
+        if self.source_stats is not None:
+            stats = self.source_stats
+            meta["source_stats"] = stats.as_dict() if hasattr(stats, "as_dict") else stats()
         out["meta"] = np.array(json.dumps(meta, default=_json_default))
         return out
 
@@ -249,7 +262,10 @@ class OverlayVideoWriter:
             codec = "mpeg4"
         self.stream = self.container.add_stream(codec, rate=self.rate)
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
-        self.stream.time_base = 1 / self.rate
+        # A fine time base (90 kHz, as MPEG uses) so each frame keeps its source time: a
+        # variable-frame-rate input is not snapped to a grid of 1 / fps.
+        self.clock_hz = VIDEO_CLOCK_HZ if codec != "mpeg4" else 60000  # MPEG-4 part 2 allows <= 65535
+        self.stream.time_base = self.stream.codec_context.time_base = Fraction(1, self.clock_hz)
         if codec == "libx264":
             self.stream.options = {"preset": preset, "crf": str(crf)}
         self.frames = 0
@@ -319,12 +335,15 @@ class OverlayVideoWriter:
         else:
             image = image[: self.height, : self.width]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        pts = self.frames
         if packet.frame.pts_s is not None:
             if self._pts0_s is None:
                 self._pts0_s = packet.frame.pts_s
-            pts = max(self._last_pts + 1, int(round((packet.frame.pts_s - self._pts0_s) * self.rate)))
+            pts = int(round((packet.frame.pts_s - self._pts0_s) * self.clock_hz))
+        else:
+            pts = int(round(self.frames * self.clock_hz / self.rate))
+        pts = max(self._last_pts + 1, pts)
         frame.pts = pts
+        frame.time_base = self.stream.time_base
         self._last_pts = pts
         for out in self.stream.encode(frame):
             self.container.mux(out)

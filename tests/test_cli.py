@@ -23,13 +23,13 @@ def test_every_subcommand_has_help():
 def test_engines_get_half_the_cores_unless_told_and_bad_counts_are_refused(monkeypatch):
     import pytest
 
-    from stream.cli import UserError
-    from stream.commands._common import engine_threads
+    from stream.compose import engine_threads
+    from stream.config import Config, ConfigError
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert engine_threads(None) == 8
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert engine_threads(None) == 1
     assert engine_threads(3) == 3
-    with pytest.raises(UserError, match="--threads must be at least 1"):
-        engine_threads(0)
+    with pytest.raises(ConfigError, match="--threads must be from 1"):
+        Config(threads=0)

@@ -8,11 +8,15 @@ import threading
 import numpy as np
 import pytest
 
-from engines import mocap
-from stream import smoothing_eval as evaluation
+from meshstream_tools import mocap
+from meshstream_tools import smoothing_eval as evaluation
+from stream.frames import Person
 from stream.pipeline import Pipeline, PipelineError, Stage
 from stream.smoothing import BodyParams, FixedLagSmoother, RtsSegment, make_smoother, resolve_smoothing
 from stream.sources import VideoFileSource
+from stream.stages.smooth import SmoothStage
+
+from tests.conftest import MOCAP
 from tests.stream_helpers import make_clip
 
 FPS = 30.0
@@ -69,7 +73,7 @@ def test_two_sided_smoother_lowers_acceleration_of_a_noisy_sine_without_lag():
 
 
 def test_two_sided_smoothing_of_noisy_mocap_beats_the_causal_filters_with_no_lag():
-    motion, rest = mocap.load_clip("07_09", fps=30.0)  # a held-out walk
+    motion, rest = mocap.load_clip("07_09", fps=30.0, root=MOCAP)  # a held-out walk
     motion = mocap.SmplMotion(motion.global_orient[:150], motion.body_pose[:150], motion.transl[:150],
                               motion.fps, motion.name, motion.scale)
     noisy = evaluation.add_pose_noise(motion, rotation_std_rad=0.02, transl_std_m=0.01, seed=3)
@@ -161,7 +165,7 @@ def test_auto_means_two_sided_offline_and_causal_live_and_rts_is_not_a_causal_fi
         resolve_smoothing("spline", "offline")
     with pytest.raises(ValueError, match="two-sided"):
         make_smoother("rts")
-    from stream.commands._common import SMOOTHING_CHOICES
+    from stream.config import SMOOTHING_CHOICES
     from stream.smoothing import SMOOTHING_CHOICES as choices
 
     assert SMOOTHING_CHOICES == choices
@@ -172,10 +176,10 @@ def test_auto_means_two_sided_offline_and_causal_live_and_rts_is_not_a_causal_fi
 
 
 class PositionStage(Stage):
-    """Gives each frame one 'person' at x = frame index / 100 m (a real smoothing workload)."""
+    """Gives each frame one person (track 0) at x = frame index / 100 m (a real smoothing workload)."""
 
     name = "position"
-    outputs = ("person",)
+    outputs = ("body_params",)
 
     def __init__(self, fail_at: int | None = None):
         self.fail_at = fail_at
@@ -183,49 +187,26 @@ class PositionStage(Stage):
     def process(self, packet):
         if packet.frame.index == self.fail_at:
             raise RuntimeError(f"no person in frame {packet.frame.index}")
-        packet.extra["person"] = body(transl=(packet.frame.index / 100.0, 0.0, 3.0))
+        given = body(transl=(packet.frame.index / 100.0, 0.0, 3.0))
+        packet.people = [Person(track_id=0, global_orient=given.global_orient, body_pose=given.body_pose,
+                                transl=given.transl, betas=given.betas)]
         return packet
 
 
-class HoldingSmootherStage(Stage):
-    """Two-sided smoothing with a fixed lag, as LiftStage does it: holds packets, flushes at the end."""
-
-    name = "smooth"
-    inputs = ("person",)
-    outputs = ("smoothed",)
-
-    def __init__(self, lag_frames: int):
-        self.smoother = FixedLagSmoother(lag_frames=lag_frames)
-        self.closed = False
-
-    def process_batch(self, packets):
-        out = []
-        for packet in packets:
-            for held, (smoothed,) in self.smoother.push(packet.frame.pts_s, packet, [0], [packet.extra["person"]]):
-                held.extra["smoothed"] = smoothed
-                out.append(held)
-        return out
-
-    def flush(self):
-        out = []
-        for held, (smoothed,) in self.smoother.flush():
-            held.extra["smoothed"] = smoothed
-            out.append(held)
-        return out
-
-    def close(self):
-        self.closed = True
+def HoldingSmootherStage(lag_frames: int):
+    """The pipeline's own smooth stage, two-sided: holds packets, flushes at the end."""
+    return SmoothStage("rts", lag_frames=lag_frames)
 
 
 class Recorder(Stage):
     name = "record"
-    inputs = ("smoothed",)
+    inputs = ("body_params",)
 
     def __init__(self):
         self.seen = []
 
     def process(self, packet):
-        self.seen.append((packet.frame.index, float(packet.extra["smoothed"].transl[0])))
+        self.seen.append((packet.frame.index, float(packet.people[0].transl[0])))
         return packet
 
 
@@ -242,7 +223,6 @@ def test_pipeline_emits_every_frame_in_order_with_a_fixed_lag_stage_at_the_end_o
     assert finished == list(range(30)) and stats["frames_out"] == 30
     assert [i for i, _ in recorder.seen] == list(range(30))
     assert np.allclose([x for _, x in recorder.seen], np.arange(30) / 100.0, atol=1e-3)
-    assert holder.closed
 
 
 def test_pipeline_flushes_held_frames_when_stopped_midway(clip):
@@ -269,7 +249,6 @@ def test_pipeline_flushes_held_frames_when_an_earlier_stage_fails(clip):
     with pytest.raises(PipelineError, match="no person in frame 9"):
         Pipeline(VideoFileSource(clip), [PositionStage(fail_at=9), holder, recorder]).run()
     assert [i for i, _ in recorder.seen] == list(range(9))  # the frames done before the failure
-    assert holder.closed
 
 
 def test_linearised_lag_finds_a_known_delay_and_ignores_jitter():
@@ -281,12 +260,29 @@ def test_linearised_lag_finds_a_known_delay_and_ignores_jitter():
     assert evaluation.lag_behind(np.sin(times / 10.0)[:, None], reference) == pytest.approx(0.0, abs=0.05)
 
 
-def test_lift_stage_refuses_two_sided_smoothing_live_before_loading_anything():
+def test_smooth_stage_refuses_two_sided_smoothing_live():
     from stream.pipeline import PipelineContext
-    from stream.stages import LiftStage
 
-    stage = LiftStage(body_model=None, smoothing="rts")
     with pytest.raises(ValueError, match="cannot run live"):
-        stage.open(PipelineContext(policy="live"))
+        SmoothStage("rts").open(PipelineContext(policy="live"))
     with pytest.raises(ValueError, match="unknown smoothing"):
-        LiftStage(body_model=None, smoothing="savgol")
+        SmoothStage("savgol")
+
+
+def test_smooth_stage_releases_held_frames_and_starts_over_on_a_new_timeline():
+    """A reconnected stream restarts the clock: the frames held so far come out, smoothed with
+    what came before, and the new timeline is smoothed on its own."""
+    from stream.frames import Frame, Packet
+    from stream.pipeline import PipelineContext
+
+    stage = SmoothStage("rts", lag_frames=5)
+    stage.open(PipelineContext(policy="offline"))
+    out = []
+    for k, t_s in enumerate([0.0, 0.1, 0.2, 0.3, 0.0, 0.1]):
+        given = body(transl=(k / 10.0, 0.0, 3.0))
+        packet = Packet(Frame(k, t_s, 0, np.zeros((2, 2, 3), np.uint8), new_timeline=k == 4),
+                        [Person(track_id=0, global_orient=given.global_orient, body_pose=given.body_pose,
+                                transl=given.transl, betas=given.betas)])
+        out += stage.process_batch([packet])
+    assert [p.frame.index for p in out] == [0, 1, 2, 3]  # released by the restart, in order
+    assert [p.frame.index for p in stage.flush()] == [4, 5]

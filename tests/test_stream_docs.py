@@ -47,15 +47,15 @@ def test_protocol_doc_lists_every_header_field_and_person_array():
     meta = {row[0] for row in _table_rows("## 5. Meta messages")}
     assert set(protocol.FRAME_FIELDS) <= common | frame
     assert set(protocol.META_FIELDS) <= common | meta
-    from stream.stages import topology_fields
+    from stream.frames import Intrinsics
 
-    fields, _ = topology_fields(None, (1.0, 1.0, 0.5, 0.5), 2, 2)
+    fields, _ = protocol.meta_message(None, Intrinsics(1.0, 1.0, 0.5, 0.5, 2, 2))
     assert set(fields) | {"meta_interval_s"} == meta  # the publisher adds meta_interval_s
     arrays = {row[0]: row[1] for row in _table_rows("Per-person arrays")}
     assert set(arrays) == set(protocol.PERSON_ARRAYS)
-    for name, trailing in protocol.PERSON_ARRAYS.items():
+    for name, spec in protocol.PERSON_ARRAYS.items():
         dims = [d.strip() for d in arrays[name].strip("()").split(",")][1:]
-        assert [None if not d.isdigit() else int(d) for d in dims] == list(trailing), name
+        assert [None if not d.isdigit() else int(d) for d in dims] == list(spec.shape), name
 
 
 def test_the_example_header_in_the_doc_decodes_with_the_stated_buffer_sizes():
@@ -116,7 +116,7 @@ def test_cpp_example_decodes_what_the_python_publisher_sends(example_binary):
         pub.set_meta({"body_model": "meshstream-test", "joint_names": ["j"] * 24, "parents": [-1] + [0] * 23,
                       "intrinsics": {"fx": 512.5, "fy": 512.5, "cx": 320, "cy": 240, "width": 640, "height": 480}},
                      [("faces", np.arange(36, dtype=np.int32).reshape(12, 3))])
-        proc = subprocess.Popen([str(example_binary), address, "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([str(example_binary), address, "-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         assert pub.wait_for_subscriber(10)
         time.sleep(0.2)
@@ -132,6 +132,7 @@ def test_cpp_example_decodes_what_the_python_publisher_sends(example_binary):
                 pub._handover([bytes(raw[0]), bytes(raw[1]), bytes(raw[2])[:-4]])
                 continue
             pub.publish(fields, [("keypoints", keypoints), ("vertices", vertices.astype(dtype))])
+        assert pub.end_of_stream("finished")
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     lines = out.splitlines()
@@ -141,4 +142,5 @@ def test_cpp_example_decodes_what_the_python_publisher_sends(example_binary):
         v0 = vertices[0, 0].astype(dtype).astype(np.float32)
         assert line == (f"frame seq={seq} index={index} people=2 id=4 kp0={kp} vertices=2x50 {dtype} "
                         f"v0={v0[0]:.3f},{v0[1]:.3f},{v0[2]:.3f}")
+    assert lines[4:] == ["end seq=3 reason=finished"]  # it stops on the end message, not by timeout
     assert "malformed message skipped: array 'keypoints' has 788 bytes, expected 792" in err

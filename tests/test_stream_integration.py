@@ -53,12 +53,14 @@ def test_body_stage_fills_joints_and_vertices_from_the_parameters(body_model):
 def test_overlay_draws_the_mesh_with_the_rasterizer_and_the_skeleton(body_model, tmp_path):
     import av
 
-    from stream.stages import BodyStage, default_intrinsics
+    from stream.frames import Intrinsics
+    from stream.stages import BodyStage
     from stream.writers import OverlayVideoWriter
 
     stage = BodyStage(body_model)
     stage.open(PipelineContext())
-    intrinsics = default_intrinsics(160, 240)
+    camera = Intrinsics.from_fov(160, 240)
+    intrinsics = (camera.fx, camera.fy, camera.cx, camera.cy)
     writer = OverlayVideoWriter(tmp_path / "o.mp4", 30, 160, 240, intrinsics=intrinsics, faces=body_model.faces)
     with_mesh = writer.compose(stage.process(_packet(people=[_standing_person()])))
     empty = writer.compose(_packet())
@@ -96,13 +98,15 @@ def test_results_file_holds_body_fields_and_vertices_when_asked(body_model, tmp_
 def test_vertices_go_on_the_wire_as_float16_with_faces_in_the_topology(body_model):
     from stream.client import Subscriber
     from stream.publisher import Publisher
-    from stream.stages import BodyStage, PublishOptions, PublishStage, topology_fields
+    from stream.frames import Intrinsics
+    from stream.protocol import meta_message
+    from stream.stages import BodyStage, PublishOptions, PublishStage
 
     address = f"tcp://127.0.0.1:{free_port()}"
     body = BodyStage(body_model)
     body.open(PipelineContext())
     with Publisher(address) as publisher, Subscriber(address) as sub:
-        publisher.set_meta(*topology_fields(body_model, (300.0, 300.0, 80.0, 120.0), 160, 240, lifter=True))
+        publisher.set_meta(*meta_message(body_model, Intrinsics(300.0, 300.0, 80.0, 120.0, 160, 240), has_body=True))
         publish = PublishStage(publisher, PublishOptions(vertices_dtype="float16"))
         publish.open(PipelineContext())
         assert publisher.wait_for_subscriber(5)

@@ -24,7 +24,7 @@ class Blur(Stage):
 
     def process(self, packet):
         self.levels.append(self.context.degrade_level)
-        packet.extra["blurred"] = cv2.GaussianBlur(packet.frame.image, (5, 5), 0)
+        packet.blurred = cv2.GaussianBlur(packet.frame.image, (5, 5), 0)
         if self.extra_s:
             time.sleep(self.extra_s)
         return packet
@@ -51,7 +51,7 @@ class Brightness(Stage):
     def process(self, packet):
         if packet.frame.index == self.fail_at:
             raise RuntimeError(f"cannot measure frame {packet.frame.index}")
-        packet.extra["brightness"] = float(packet.extra["blurred"].mean())
+        packet.brightness = float(packet.blurred.mean())
         return packet
 
     def close(self):
@@ -68,7 +68,7 @@ def test_offline_pipeline_is_lossless_and_in_order(clip):
     brightness = Brightness()
     brightness.batch_size = 4
     pipeline = Pipeline(VideoFileSource(clip), [Blur(), brightness],
-                        on_result=lambda p: done.append((p.frame.index, p.extra["brightness"])))
+                        on_result=lambda p: done.append((p.frame.index, p.brightness)))
     stats = pipeline.run()
     assert pipeline.policy == OFFLINE
     assert [i for i, _ in done] == list(range(30))

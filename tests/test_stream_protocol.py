@@ -156,10 +156,10 @@ def test_slow_subscriber_loses_messages_counted_and_publisher_never_blocks(addre
 def test_curve_subscriber_with_keys_receives_and_one_without_gets_nothing(address, tmp_path):
     keys = create_curve_keys(tmp_path / "keys")
     create_curve_keys(tmp_path / "other")  # a different, unauthorised client pair
-    with Publisher(address, curve_keys_dir=keys, meta_interval_s=0.2) as pub:
+    with Publisher(address, curve_keys_dir=keys / "server", meta_interval_s=0.2) as pub:
         pub.set_meta({"body_model": "secret"})
-        with Subscriber(address, curve_keys_dir=keys) as allowed, \
-             Subscriber(address) as plain, Subscriber(address, curve_keys_dir=tmp_path / "other") as stranger:
+        with Subscriber(address, curve_keys_dir=keys / "client") as allowed, \
+             Subscriber(address) as plain, Subscriber(address, curve_keys_dir=tmp_path / "other" / "client") as stranger:
             assert allowed.wait_for_meta(5).header["body_model"] == "secret"
             _publish_frames(pub, 5)
             assert len(list(allowed.frames(timeout_s=1.0))) == 5

@@ -198,7 +198,7 @@ static float element(const Array& a, size_t i) {
 static std::vector<Array> check_message(const json::Value& header, std::deque<zmq_msg_t>& parts) {
     if (!header.has("v") || header["v"].number != 1) throw std::runtime_error("protocol version is not 1");
     const std::string kind = header["kind"].text;
-    if (kind != "frame" && kind != "meta") throw std::runtime_error("unknown kind '" + kind + "'");
+    if (kind != "frame" && kind != "meta" && kind != "end") throw std::runtime_error("unknown kind '" + kind + "'");
     const json::Value& specs = header["arrays"];
     if (specs.kind != json::Value::Array || specs.items.size() != parts.size() - 2)
         throw std::runtime_error("header lists " + std::to_string(specs.items.size()) + " arrays but " +
@@ -267,6 +267,12 @@ int main(int argc, char** argv) {
             const json::Value header = json::Reader(text).parse();
             const std::vector<Array> arrays = check_message(header, parts);
             const long seq = static_cast<long>(header["seq"].number);
+            if (header["kind"].text == "end") {  // the publisher has finished: seq frames were published
+                std::printf("end seq=%ld reason=%s\n", seq, header.has("reason") ? header["reason"].text.c_str() : "");
+                std::fflush(stdout);
+                for (auto& p : parts) zmq_msg_close(&p);
+                break;
+            }
             if (header["kind"].text == "meta") {
                 const Array* faces = find(arrays, "faces");
                 const json::Value& model = header["body_model"];

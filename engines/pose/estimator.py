@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engines.geometry import box_iou
 from engines.pose import geometry as geo
 from engines.pose.filtering import PoseSmoother
 from engines.pose.networks import DETECTOR, LANDMARKS, build_engines
@@ -54,11 +55,8 @@ class PersonObservation:
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    """IoU of two boxes (4,) x0, y0, x1, y1 (engines.geometry.box_iou)."""
+    return float(box_iou(np.asarray(a)[None], np.asarray(b)[None])[0, 0])
 
 
 def _roi_box(roi: geo.Roi) -> np.ndarray:

@@ -15,7 +15,9 @@ HELP = "benchmark stages, end-to-end pipeline, live latency and publisher throug
 def add_arguments(parser) -> None:
     from stream.commands._common import add_engine_arguments
 
-    parser.add_argument("input", nargs="?", default=None, metavar="INPUT", help="video (default: the sample clip)")
+    parser.add_argument("source", nargs="?", default=None, metavar="INPUT", help="video (default: the sample clip)")
+    parser.add_argument("--config", metavar="FILE.toml", default=None,
+                        help="read the engine options from a TOML file (flags given override it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="frames of INPUT to use")
     parser.add_argument("--long-frames", type=int, default=300, metavar="N",
@@ -31,54 +33,52 @@ def add_arguments(parser) -> None:
     add_engine_arguments(parser)
 
 
-def _stage_factory(args, publisher):
-    from stream.commands._common import engine_stages
-    from stream.stages import PublishOptions, PublishStage
-
-    def make():
-        stages, _, _ = engine_stages(args)
-        options = PublishOptions(keypoints=any(s.name == "pose" for s in stages))
-        return stages + [PublishStage(publisher, options)]
-
-    return make
-
-
 def run(args) -> int:
     import json
+    import os
     import platform
 
     import torch
 
     from stream import bench
-    from stream.commands._common import SAMPLE_CLIP, engine_stages, open_input
+    from stream.commands._common import build_chain, config_from_args
+    from stream.compose import Engines, load_body_model, load_lifter, open_source
+    from stream.config import SAMPLE_CLIP
     from stream.publisher import Publisher
 
-    path = args.input or str(SAMPLE_CLIP)
-    _, body_model, _ = engine_stages(argparse_copy(args, pose="off"))
-    result = {"input": path, "machine": {"cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
-                                         "platform": platform.platform(), "device": args.device}}
+    config = config_from_args(args, max_frames=None, report_every_s=0.0)
+    path = config.source or str(SAMPLE_CLIP)
+    body_model = load_body_model(config)
+    engines = Engines(body_model, load_lifter(config, body_model) if config.pose != "off" else None)
+    result = {"input": path, "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+                                         "torch_threads": torch.get_num_threads(),
+                                         "platform": platform.platform(), "device": config.device}}
     publisher = Publisher("tcp://127.0.0.1:*", sndhwm=1000).start()
     try:
-        make_stages = _stage_factory(args, publisher)
-        make_source = lambda: open_input(path, max_side=args.max_side)  # noqa: E731
+        def make_chain(source, policy=None, clip=path):
+            return build_chain(config.replace(source=clip), source=source, publisher=publisher, engines=engines,
+                               policy=policy)
+
+        make_source = lambda: open_source(config.replace(source=path))  # noqa: E731
         # 1. The offline pipeline on INPUT, and every stage alone in this process.
-        result["stage_names"] = ["decode"] + [s.name for s in make_stages()]
         passes = max(1, args.passes)
-        result["alone"] = bench.stages_alone(make_source, make_stages, args.max_frames, passes=passes)
-        result["offline"] = bench.best_pipeline_run(make_source, make_stages, passes, policy="offline",
+        result["alone"] = bench.stages_alone(make_source, make_chain, args.max_frames, passes=passes)
+        result["stage_names"] = list(result["alone"])
+        result["offline"] = bench.best_pipeline_run(make_source, make_chain, passes, policy="offline",
                                                     max_frames=args.max_frames)
         slowest = min(v["fps"] for v in result["alone"].values())
         result["efficiency"] = result["offline"]["throughput_fps"] / slowest if slowest > 0 else float("nan")
         # 2. The longer clip at 30 fps: offline, then live in real time.
         if args.long_frames > 0:
-            long_path = str(bench.retimed_clip(path, fps=30, min_frames=args.long_frames, max_side=args.max_side))
+            long_path = str(bench.retimed_clip(path, fps=30, min_frames=args.long_frames, max_side=config.max_side))
             result["long_input"] = long_path
-            make_long = lambda realtime=False: open_input(long_path, realtime=realtime)  # noqa: E731
-            result["long_alone"] = bench.stages_alone(make_long, make_stages, passes=passes)
-            result["long_offline"] = bench.best_pipeline_run(make_long, make_stages, passes, policy="offline")
+            make_long = lambda realtime=False: open_source(config.replace(source=long_path, realtime=realtime,  # noqa: E731
+                                                                         max_side=None))
+            result["long_alone"] = bench.stages_alone(make_long, make_chain, passes=passes)
+            result["long_offline"] = bench.best_pipeline_run(make_long, make_chain, passes, policy="offline")
             slowest_long = min(v["fps"] for v in result["long_alone"].values())
             result["long_efficiency"] = result["long_offline"]["throughput_fps"] / slowest_long
-            result["live_30fps"] = bench.pipeline_run(lambda: make_long(True), make_stages, policy="live")
+            result["live_30fps"] = bench.pipeline_run(lambda: make_long(True), make_chain, policy="live")
             live = result["live_30fps"]
             live["two_frame_intervals_ms"] = 2000 / 30
             live["p95_within_two_intervals"] = bool(live["e2e_p95_ms"] <= 2000 / 30)
@@ -93,11 +93,11 @@ def run(args) -> int:
         result["publisher_latency_30hz"] = [bench.publisher_throughput(num_vertices, paced, dtype, rate_hz=30.0)
                                             for dtype in ("float32", "float16")]
     if not args.no_engine_bench:
-        if args.engine_bench_full or args.device != "cpu":
+        if args.engine_bench_full or config.device != "cpu":
             backends = None  # the pose benchmark's own list
         else:
-            backends = ("litert",) if args.backend == "auto" else (args.backend,)
-        result["engines"] = bench.engine_benchmarks(args.device, backends)
+            backends = ("litert",) if config.backend == "auto" else (config.backend,)
+        result["engines"] = bench.engine_benchmarks(config.device, backends)
     if args.json:
         print(json.dumps(result, default=_jsonable))
     else:
@@ -105,10 +105,18 @@ def run(args) -> int:
     return 0
 
 
-def argparse_copy(args, **changes):
-    import argparse
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; else the platform's word)."""
+    import platform
 
-    return argparse.Namespace(**{**vars(args), **changes})
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def _jsonable(value):
@@ -147,7 +155,8 @@ def _passes(summary: dict) -> str:
 def format_result(r: dict) -> str:
     from stream.pipeline import format_summary
 
-    lines = [f"input: {r['input']}  ({r['machine']['cpu_count']} CPUs, torch threads {r['machine']['torch_threads']})"]
+    lines = [f"input: {r['input']}  ({r['machine']['cpu_count']} CPUs: {r['machine'].get('cpu_model', '?')}, "
+             f"torch threads {r['machine']['torch_threads']})"]
     lines.append("stages alone: " + ", ".join(f"{k} {v['fps']:.1f} fps" for k, v in r["alone"].items()))
     lines += format_summary(r["offline"], "offline pipeline").splitlines()
     lines.append(f"pipeline efficiency: {r['efficiency']:.2f} (end-to-end fps / slowest stage alone; best of "
