@@ -107,6 +107,16 @@ def test_opengl_and_fallback_renderers_draw_the_same_silhouette(body_model):
     assert iou > 0.97
 
 
+def test_culling_back_faces_leaves_the_picture_unchanged(body_model):
+    # culling the wrong side would show the inside of the far surface: shading and depth order change
+    people = [(1, pose_body(body_model, x=-0.3, turn=0.8, arm=1.0)), (2, pose_body(body_model, x=0.4, z=4.0, turn=2.8))]
+    images = [MeshOverlay(body_model.faces, WIDTH, HEIGHT, INTRINSICS, backend="gl", cull_backfaces=cull).draw(
+        grey_frame(), people, side_view=True) for cull in (True, False)]
+    (culled, _, culled_side), (full, _, full_side) = images
+    assert (np.abs(culled.astype(int) - full).max(-1) > 8).mean() < 0.002
+    assert (np.abs(culled_side.astype(int) - full_side).max(-1) > 8).mean() < 0.002
+
+
 def test_a_track_keeps_its_colour_across_frames_and_two_tracks_differ(body_model):
     overlay = MeshOverlay(body_model.faces, WIDTH, HEIGHT, INTRINSICS, backend="gl")
     first = overlay.draw(grey_frame(), [(4, pose_body(body_model, x=-0.3))])[0]
