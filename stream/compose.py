@@ -315,7 +315,8 @@ def _overlay_writer(config: Config, source, engines: Engines, intrinsics):
     faces = None if engines.body_model is None else engines.body_model.faces
     try:
         return OverlayVideoWriter(config.render, source.fps, source.width, source.height,
-                                  intrinsics=(intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy), faces=faces)
+                                  intrinsics=(intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy), faces=faces,
+                                  keypoints=config.render_keypoints, side_view=config.render_side_view)
     except WriterError as exc:
         raise ComposeError(str(exc)) from exc
 
