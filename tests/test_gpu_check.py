@@ -19,7 +19,8 @@ NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
 
 def run_check(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tools")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    paths = [str(ROOT), str(ROOT / "tools")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     return subprocess.run([sys.executable, "-m", "meshstream_tools.gpu_check", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
@@ -80,7 +81,8 @@ def test_a_part_stopped_at_the_time_limit_still_leaves_a_report(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     parts = section(out.read_text(), "## Parts")
     assert re.search(r"\| offline \| (stopped at the time limit|not reached)", parts), parts
-    assert json.loads(out.with_suffix(".json").read_text())["parts"]["offline"]["status"].startswith(("stopped", "not reached"))
+    status = json.loads(out.with_suffix(".json").read_text())["parts"]["offline"]["status"]
+    assert status.startswith(("stopped", "not reached")), status
 
 
 def test_cuda_requested_without_cuda_is_a_one_line_error(tmp_path):

@@ -355,7 +355,8 @@ def part_pose(rec: Recorder, device: str, quick: bool, repeats: int) -> None:
     det_input = torch.from_numpy(geo.letterbox(frames[0])[0][None])
     first_roi = geo.Roi(*per_frame[0][0][0])
     crop = torch.from_numpy(geo.crop_roi(frames[0], first_roi)[None])
-    batches = {"detector": [(1, det_input)], "landmarks": [(1, crop)] + ([] if quick else [(10, crop.repeat(10, 1, 1, 1))])}
+    batches = {"detector": [(1, det_input)],
+               "landmarks": [(1, crop)] + ([] if quick else [(10, crop.repeat(10, 1, 1, 1))])}
 
     def timings(label: str, estimator, where: str) -> None:
         for stage, engine in (("detector", estimator.detector), ("landmarks", estimator.landmarker)):
@@ -400,7 +401,8 @@ def part_pose(rec: Recorder, device: str, quick: bool, repeats: int) -> None:
                         boxes_px = max(boxes_px, max_diff(a.box, b.box), max_diff(a.keypoints, b.keypoints))
             setup_s = time.perf_counter() - started
             note = f"first use {setup_s:.1f} s"
-            rec.add("correctness", correctness_row("pose", label, "keypoints x, y", keypoints_px, PIXEL_LIMIT, "px", note))
+            rec.add("correctness", correctness_row("pose", label, "keypoints x, y", keypoints_px, PIXEL_LIMIT, "px",
+                                                   note))
             rec.add("correctness", correctness_row("pose", label, "world landmarks", world_mm, MM_LIMIT, "mm"))
             rec.add("correctness", correctness_row("pose", label, "detector boxes and points", boxes_px, PIXEL_LIMIT,
                                                    "px"))
@@ -603,7 +605,8 @@ def part_fit(rec: Recorder, device: str, quick: bool, repeats: int) -> None:
         for item in items:
             to = lambda x: torch.as_tensor(x).to(where, torch.float32)  # noqa: E731
             anchor = tuple(to(a) for a in item["anchor"])
-            result = fitter.fit(to(item["keypoints"]), to(item["intrinsics"]), to(torch.zeros(len(item["keypoints"]), 10)),
+            betas = to(torch.zeros(len(item["keypoints"]), 10))
+            result = fitter.fit(to(item["keypoints"]), to(item["intrinsics"]), betas,
                                 world_landmarks=to(item["world"]), anchor=anchor, previous=previous)
             previous = (result.global_orient, result.body_pose, result.transl)
             with torch.no_grad():
@@ -936,7 +939,8 @@ def format_report(result: dict) -> str:
     trt = merged.get("tensorrt", {})
     lines += ["", "## 3. Torch-TensorRT", ""]
     if trt.get("importable"):
-        lines.append(f"Torch-TensorRT {trt['version']} imports; its engines (fp16) are the \"TensorRT fp16\" rows above.")
+        lines.append(f"Torch-TensorRT {trt['version']} imports; its engines (fp16) are the \"TensorRT fp16\" rows "
+                     "above.")
     else:
         lines.append(f"Torch-TensorRT: {trt.get('reason', 'not checked (the part did not run)')}.")
     # 4.
@@ -944,7 +948,8 @@ def format_report(result: dict) -> str:
               f"Pose and lifter back end: {result.get('pipeline_backend', 'eager')}. Ten people: the clip's frames "
               "at half size tiled 5 x 2, the pose stage starting out tracking the ten copies (BlazePose's detector "
               "does not find people that small).", "",
-              "| case | frame size | frames | fps | people per frame | engines | stage p50 ms |", "|---|---|---|---|---|---|---|"]
+              "| case | frame size | frames | fps | people per frame | engines | stage p50 ms |",
+              "|---|---|---|---|---|---|---|"]
     for row in merged.get("offline", []):
         if "error" in row:
             lines.append(f"| {row['case']} | | | failed: {row['error']} | | | |")
@@ -1008,8 +1013,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="one frame, few calls, no torch.compile on the CPU, every part in one child process")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure (default 30; quick 3)")
-    parser.add_argument("--budget-s", type=float, default=None, help=f"time for the whole run, s (default {FULL_BUDGET_S:.0f}; quick {QUICK_BUDGET_S:.0f})")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts (default all: {','.join(PARTS)})")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help=f"time for the whole run, s (default {FULL_BUDGET_S:.0f}; quick {QUICK_BUDGET_S:.0f})")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts (default all: {','.join(PARTS)})")
     parser.add_argument("--pipeline-backend", default=None, choices=("eager", "compile", "tensorrt", "auto"),
                         help="pose and lifter back end of the offline and live pipeline runs (default: eager on "
                              "CUDA, so that no compilation counts in the fps; auto on the CPU)")
