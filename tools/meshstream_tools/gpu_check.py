@@ -247,6 +247,8 @@ def variants(device: str, quick: bool, litert: bool = False) -> list[tuple[str, 
     graphs, fp16 and TensorRT where it imports; on the CPU eager (and LiteRT for BlazePose),
     plus torch.compile unless quick."""
     if device.startswith("cuda"):
+        # CUDA graphs: the eager module captured with torch.cuda.CUDAGraph, one graph per input
+        # shape (GraphEngine); fp16: module and inputs in half precision, outputs back in float32.
         # Cheap ones first: a part stopped at its time limit keeps the variants it finished.
         found = [("eager", {"backend": "eager"}), ("CUDA graphs", {"backend": "eager", "graphs": True}),
                  ("fp16", {"backend": "eager", "fp16": True}), ("torch.compile", {"backend": "compile"})]
@@ -316,8 +318,10 @@ def reference_observations(count: int) -> tuple[list, list]:
     _, per_frame = reference_people(frames)
     people = [[{"roi": p.roi, "keypoints": p.keypoints, "bbox": p.bbox, "world": p.world_landmarks}
                for p in found] for _, found in per_frame]
-    if cached is not None:
-        cached.write_bytes(pickle.dumps(people))
+    if cached is not None:  # written whole or not at all: a part stopped meanwhile leaves no half file
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        partial.write_bytes(pickle.dumps(people))
+        os.replace(partial, cached)
     return frames, people
 
 
@@ -527,9 +531,12 @@ def part_body(rec: Recorder, device: str, quick: bool, repeats: int) -> None:
     cuda = device.startswith("cuda")
     options = [("eager", {})]
     if cuda:
-        options += [("fp16 (float16 buffers, float32 kinematic chain)", {"fp16": True}),
-                    ("torch.compile", {"compile": "default"}),
-                    ("CUDA graphs (torch.compile mode=reduce-overhead)", {"compile": "reduce-overhead"})]
+        # The labels of the networks' columns; how each is made differs (a note in the report).
+        options += [("fp16", {"fp16": True}), ("torch.compile", {"compile": "default"}),
+                    ("CUDA graphs", {"compile": "reduce-overhead"})]
+        rec.add("notes", "body layer: CUDA graphs = torch.compile(mode='reduce-overhead') (the model's input "
+                         "checks and shape cache synchronise, which a plain capture forbids); fp16 = float16 "
+                         "buffers and inputs, float32 kinematic chain")
     elif not quick:
         options.append(("torch.compile", {"compile": "default"}))
 
@@ -914,7 +921,10 @@ def format_report(result: dict) -> str:
     # 2.
     lines += ["", "## 2. Per-stage timings", "",
               f"Median ms of {result['repeats']} calls after warm-up, synchronised with the device, inputs handed "
-              "over as the pipeline hands them (host arrays). Batch: images for BlazePose, people otherwise.", ""]
+              "over as the pipeline hands them (host arrays). Batch: images for BlazePose, people otherwise."
+              + (" CUDA graphs: each network's eager module captured with torch.cuda.CUDAGraph, one graph per "
+                 "input shape; fp16: module and inputs in half precision. n/a: does not apply."
+                 if m["device"].startswith("cuda") else ""), ""]
     labels: list[str] = []
     for row in merged["timings"]:
         if row["variant"] not in labels:
