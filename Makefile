@@ -15,9 +15,19 @@ BLENDER_VENV ?= .venv-blender
 BPY ?= bpy==5.0.1
 GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: setup models demo test test-blender gltf-validator bench synthetic accuracy clean
+.PHONY: setup gl models demo test test-blender gltf-validator bench synthetic accuracy clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed gl
+
+# The overlay video draws meshes with OpenGL off-screen (EGL); on a machine without a GPU,
+# Mesa's llvmpipe does it on the CPU. Installed with apt-get when missing and run as root (CI);
+# elsewhere the overlay falls back to the slower engines.render and this says what to install.
+gl:
+	@if ! (ldconfig -p | grep -q libEGL_mesa && ldconfig -p | grep -q "libGL\.so\.1"); then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
+	  else echo "note: no EGL driver: install libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri for the fast overlay"; fi; \
+	fi
 
 # The BlazePose networks: taken from the mediapipe wheel with pip, checked, converted once into
 # the cache (~/.cache/meshstream or $MESHSTREAM_CACHE). Quick when already there.
@@ -33,12 +43,12 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job on the bundled sample clip: meshes published on tcp://127.0.0.1:5556
 # (watch them with `.venv/bin/meshstream listen tcp://127.0.0.1:5556` in another terminal),
-# then an offline pass writing out/sample.npz and the overlay video out/sample.mp4.
+# then an offline pass writing out/sample.npz, the overlay video out/sample.mp4 and the
+# animation files out/sample.bvh and out/sample.glb.
 demo: models
 	$(BIN)/meshstream run
 	mkdir -p out
-	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 \
-		--bvh out/sample.bvh --glb out/sample.glb
+	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 --bvh out/sample.bvh --glb out/sample.glb
 	@echo "the sample's results: out/sample.npz, overlay video out/sample.mp4, animation out/sample.bvh and out/sample.glb (docs/CONSUMERS.md)"
 
 test: models gltf-validator

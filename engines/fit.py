@@ -50,8 +50,8 @@ import torch
 from torch import Tensor
 
 from engines.backends import intra_op_threads
-from engines.rotations import (axis_angle_to_matrix, left_jacobian, matrix_and_left_jacobian, matrix_to_axis_angle,
-                               nearest_rotation, skew)
+from engines.geometry import procrustes, project_points
+from engines.rotations import axis_angle_to_matrix, left_jacobian, matrix_and_left_jacobian, matrix_to_axis_angle, skew
 
 # BlazePose keypoint indices used here.
 _LEFT_SHOULDER, _RIGHT_SHOULDER, _LEFT_HIP, _RIGHT_HIP = 11, 12, 23, 24
@@ -127,20 +127,6 @@ def relaxed_pose(batch: int, dtype=torch.float32, device="cpu") -> Tensor:
     return pose
 
 
-def kabsch_rotation(source: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
-    """Rotation R (P,3,3) minimising sum_i w_i |R (s_i - s_mean) - (t_i - t_mean)|^2.
-
-    source, target: (P, N, 3); weights: (P, N) or None.
-    """
-    if weights is None:
-        weights = torch.ones(source.shape[:2], dtype=source.dtype, device=source.device)
-    w = weights[..., None] / weights.sum(-1, keepdim=True)[..., None].clamp(min=1e-9)
-    s = source - (w * source).sum(1, keepdim=True)
-    t = target - (w * target).sum(1, keepdim=True)
-    cov = (w * t).transpose(1, 2) @ s  # (P,3,3) target x source
-    return nearest_rotation(cov)
-
-
 def solve_translation(points: Tensor, keypoints: Tensor, weights: Tensor, intrinsics: Tensor) -> Tensor:
     """Translation t (P,3) so that points + t project onto the keypoints, by linear least squares.
 
@@ -163,13 +149,6 @@ def solve_translation(points: Tensor, keypoints: Tensor, weights: Tensor, intrin
     t = torch.linalg.solve(ata, atb)[..., 0]
     # Keep the body in front of the camera.
     return torch.cat([t[:, :2], t[:, 2:].clamp(min=0.3 - points[..., 2].mean(1, keepdim=True))], 1)
-
-
-def project(points: Tensor, intrinsics: Tensor) -> Tensor:
-    """(P,N,3) camera-frame metres -> (P,N,2) pixels (pinhole)."""
-    z = points[..., 2:].clamp(min=1e-3)
-    uv = points[..., :2] / z
-    return uv * torch.stack([intrinsics[0, 0], intrinsics[1, 1]]) + torch.stack([intrinsics[0, 2], intrinsics[1, 2]])
 
 
 def geman_mcclure(squared: Tensor, sigma: float) -> Tensor:
@@ -293,7 +272,7 @@ class BodyFitter:
     def _robust_weights(self, landmarks: Tensor, data) -> Tensor:
         """sqrt of (reprojection weight x visibility x Geman-McClure's IRLS weight), (P,33)."""
         w = self.weights
-        sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+        sq = ((project_points(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
         s2 = w.sigma_px ** 2
         irls = (s2 / (s2 + sq)) ** 2  # rho'(s) of rho(s) = s2 s / (s2 + s)
         return torch.sqrt(w.reprojection * data["visibility"] * irls)
@@ -302,7 +281,7 @@ class BodyFitter:
     def _landmark_rows(landmarks: Tensor, landmark_jac: Tensor | None, data, sqrt_w2d: Tensor,
                        use_2d: bool) -> tuple[list[Tensor], list[Tensor]]:
         """The rows that depend on the landmarks (P,33,3): reprojection (with use_2d; pinhole,
-        depth clamped at 1 mm as in project()), hip-centred world landmarks and the anchor's
+        depth clamped at 1 mm as in project_points()), hip-centred world landmarks and the anchor's
         depths (each only when it has a weight: ``data["sqrt_wworld"]``, ``data["anchor_rays"]``
         None otherwise). Returns the residual blocks (P,r) and, when ``landmark_jac`` (P,33,3,U)
         is given, their Jacobians (P,r,U); else an empty list."""
@@ -310,7 +289,7 @@ class BodyFitter:
         parts, jacs = [], []
         if use_2d:
             intrinsics = data["intrinsics"]
-            parts.append(((project(landmarks, intrinsics) - data["keypoints"][..., :2])
+            parts.append(((project_points(landmarks, intrinsics) - data["keypoints"][..., :2])
                           * sqrt_w2d[..., None]).reshape(count, -1))
             if landmark_jac is not None:
                 depth = landmarks[..., 2]
@@ -455,7 +434,7 @@ class BodyFitter:
         r, _ = self._residuals(theta, landmarks, None, data, torch.zeros_like(data["visibility"]), False, rot)
         energy = (r ** 2).sum(-1)
         if use_2d:
-            sq = ((project(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
+            sq = ((project_points(landmarks, data["intrinsics"]) - data["keypoints"][..., :2]) ** 2).sum(-1)
             energy = energy + (w.reprojection * data["visibility"] * geman_mcclure(sq, w.sigma_px)).sum(-1)
         return energy
 
@@ -538,6 +517,7 @@ class BodyFitter:
         world_landmarks: Tensor | None = None,
         anchor: tuple[Tensor, Tensor] | None = None,
         previous: tuple[Tensor, Tensor, Tensor] | None = None,
+        iterations: int | None = None,
     ) -> FitResult:
         """Fit P people of one frame.
 
@@ -549,13 +529,15 @@ class BodyFitter:
             anchor: (global_orient (P,3), body_pose (P,23,3)) from the lifter; or None.
             previous: (global_orient (P,3), body_pose (P,23,3), transl (P,3)) from the previous
                 frame of the same people; or None. Rows may be NaN for people seen first.
+            iterations: the most iterations of the final stage this time (default: the fitter's).
         """
         if keypoints.ndim != 3 or keypoints.shape[1:] != (33, 3):
             raise ValueError(f"keypoints must be (P,33,3), got {tuple(keypoints.shape)}")
         with torch.no_grad(), intra_op_threads(self.threads):
-            return self._fit(keypoints, intrinsics, betas, world_landmarks, anchor, previous)
+            return self._fit(keypoints, intrinsics, betas, world_landmarks, anchor, previous,
+                             self.iterations if iterations is None else iterations)
 
-    def _fit(self, keypoints, intrinsics, betas, world_landmarks, anchor, previous) -> FitResult:
+    def _fit(self, keypoints, intrinsics, betas, world_landmarks, anchor, previous, iterations: int) -> FitResult:
         dtype, device = torch.float32, keypoints.device
         keypoints = torch.nan_to_num(keypoints.to(dtype), nan=0.0)
         betas = betas.to(dtype)
@@ -593,7 +575,7 @@ class BodyFitter:
                 xy = (uv - intrinsics[:2, 2]) / torch.stack([intrinsics[0, 0], intrinsics[1, 1]])
                 scale = (rest[:, torso].std(1).norm(dim=-1) / xy.std(1).norm(dim=-1).clamp(min=1e-6))[:, None, None]
                 target = torch.cat([xy * scale, torch.zeros_like(xy[..., :1])], -1)
-            orient = matrix_to_axis_angle(kabsch_rotation(rest[:, torso], target))
+            orient = matrix_to_axis_angle(procrustes(rest[:, torso], target)[1])
         if have_previous.any():
             orient = torch.where(have_previous[:, None], previous[0].to(dtype), orient)
             pose = torch.where(have_previous[:, None, None], previous[1].to(dtype), pose)
@@ -655,11 +637,11 @@ class BodyFitter:
             if anchor is not None:
                 theta = self._restart_from_anchor(theta, betas, data, anchor, lifted_transl, have_previous)
         all_people = torch.ones(count, dtype=torch.bool, device=device)
-        theta, ran = self._levenberg_marquardt(theta, betas, data, self.iterations, use_2d=True, active=all_people)
+        theta, ran = self._levenberg_marquardt(theta, betas, data, iterations, use_2d=True, active=all_people)
 
         orient, pose, transl = theta[:, :3], theta[:, 3:72].reshape(count, 23, 3), theta[:, 72:]
         landmarks = self._landmarks_of(orient, pose, betas, transl)
-        dist = (project(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
+        dist = (project_points(landmarks, intrinsics) - keypoints[..., :2]).norm(dim=-1)
         vis = keypoints[..., 2].clamp(0, 1)
         reprojection = (vis * dist).sum(1) / vis.sum(1).clamp(min=1e-6)
         energy = self._energy(theta, betas, data, use_2d=True, landmarks=landmarks)

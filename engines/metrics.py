@@ -5,7 +5,7 @@ Definitions, as in the literature (docs/accuracy.md): MPJPE after aligning the p
 (SMPL joint 0); PA-MPJPE after the best similarity transform (Umeyama, no reflection); PVE with
 each mesh's pelvis at the origin; acceleration error from second differences of pelvis-aligned
 joints. ``stream.evaluation`` (``meshstream eval``) and the lifter's tools
-(``engines.lift.metrics``, torch in and out) both use these.
+(``meshstream_tools.lift_metrics``, torch in and out) both use these.
 """
 
 from __future__ import annotations
@@ -31,25 +31,18 @@ def mpjpe(pred_joints: np.ndarray, gt_joints: np.ndarray) -> np.ndarray:
 def procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Best similarity transform (scale, rotation, translation) of source onto target, least squares.
 
-    source, target (N, J, 3) -> aligned source (N, J, 3). Umeyama's closed form with the
-    reflection excluded.
+    source, target (N, J, 3) -> aligned source (N, J, 3), float64. Umeyama's closed form with
+    the reflection excluded (engines.geometry.procrustes).
     """
-    mu_s = source.mean(axis=1, keepdims=True)
-    mu_t = target.mean(axis=1, keepdims=True)
-    s0, t0 = source - mu_s, target - mu_t
-    # 1. Cross-covariance and its SVD.
-    cov = np.einsum("nji,njk->nik", t0, s0)  # (N, 3, 3) = sum_j t_j s_j^T
-    u, sing, vt = np.linalg.svd(cov)
-    # 2. Rotation target <- source, forcing det = +1.
-    d = np.sign(np.linalg.det(u @ vt))
-    d = np.where(d == 0, 1.0, d)
-    fix = np.ones_like(sing)
-    fix[:, 2] = d
-    rotation = u @ (fix[:, :, None] * vt)
-    # 3. Scale minimising the residual, then translation.
-    var_s = (s0 ** 2).sum(axis=(1, 2))
-    scale = (sing * fix).sum(axis=1) / np.maximum(var_s, 1e-30)
-    return scale[:, None, None] * np.einsum("nik,njk->nji", rotation, s0) + mu_t
+    import torch
+
+    from engines.geometry import procrustes
+
+    points = torch.from_numpy(np.asarray(source, dtype=np.float64))
+    scale, rotation, translation = procrustes(points, torch.from_numpy(np.asarray(target, dtype=np.float64)),
+                                              with_scale=True)
+    aligned = scale[:, None, None] * points @ rotation.transpose(1, 2) + translation[:, None]
+    return aligned.numpy()
 
 
 def pa_mpjpe(pred_joints: np.ndarray, gt_joints: np.ndarray) -> np.ndarray:

@@ -251,7 +251,8 @@ def publisher_throughput(num_vertices: int = 6890, messages: int = 300, dtype: s
 
 
 def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None = ("litert",)) -> dict:
-    """engines.pose.bench.benchmark() and engines.body.bench.benchmark(), where they exist.
+    """engines.pose.bench.benchmark(), where it exists. (The body model's comparison with
+    smplx is a measurement on a generated SMPL-format file: python -m meshstream_tools.body_bench.)
 
     pose_backends: the back ends the pose benchmark times (None: its own default list, which
     includes torch.compile and takes minutes on a CPU).
@@ -263,7 +264,7 @@ def engine_benchmarks(device: str = "cpu", pose_backends: tuple[str, ...] | None
 
     from stream.config import _installed as module_exists
 
-    wanted = {"engines.pose.bench": {"device": device, "backends": pose_backends}, "engines.body.bench": {}}
+    wanted = {"engines.pose.bench": {"device": device, "backends": pose_backends}}
     out = {}
     for name, kwargs in wanted.items():
         if not module_exists(name):

@@ -109,6 +109,9 @@ class Config:
                                   metavar="OUT.npz")
     results_vertices: bool = _option(False, "store vertices (N, V, 3) in the results file", flag="--vertices")
     render: str | None = _option(None, "also write an overlay video (.mp4)", metavar="OUT.mp4")
+    render_keypoints: bool = _option(False, "overlay video: also draw the 2D keypoints", flag="--keypoints")
+    render_side_view: bool = _option(False, "overlay video: add a panel with the bodies seen from the side (twice "
+                                     "as wide)", flag="--side-view")
     bvh: str | None = _option(None, "also write each person's animation as BVH (the most-seen person to OUT.bvh, "
                               "others to OUT.<id>.bvh; docs/CONSUMERS.md)", metavar="OUT.bvh")
     glb: str | None = _option(None, "also write the bodies as binary glTF: skinned mesh, one animation per person "

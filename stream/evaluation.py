@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.geometry import match_within_gate
 from engines.metrics import PELVIS  # SMPL joint 0
 REQUIRED_KEYS = ("frame_index", "track_id", "joints", "keypoints2d")
 METRIC_NAMES = ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "accel_error_mm", "keypoint_error_px")
@@ -129,8 +130,6 @@ def match_people(pred_keypoints: np.ndarray, gt_keypoints: np.ndarray, settings:
     Cost: mean 2D distance over the keypoints visible in the ground truth (all keypoints when
     none is). Returns a list of (pred_row, gt_row) pairs, each within the gate.
     """
-    from scipy.optimize import linear_sum_assignment
-
     if len(pred_keypoints) == 0 or len(gt_keypoints) == 0:
         return []
     visible = gt_keypoints[:, :, 2] > settings.min_visibility  # (G, K)
@@ -143,9 +142,7 @@ def match_people(pred_keypoints: np.ndarray, gt_keypoints: np.ndarray, settings:
         pts = gt_keypoints[g, visible[g], :2]
         extent = pts.max(axis=0) - pts.min(axis=0)
         gate[g] = settings.gate * max(float(np.hypot(*extent)), 10.0)
-    big = 1e12
-    rows, cols = linear_sum_assignment(np.where(cost <= gate[None], cost, big))
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= gate[c]]
+    return match_within_gate(cost, gate[None])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Per update:
   2. similarity of each track and detection: box IoU with the predicted box, plus an OKS-like
      keypoint similarity (the track's last keypoints moved with its predicted centre, compared
      with the detection's, keypoints visible in both, scale from the box area), weighted;
-  3. Hungarian assignment (scipy.optimize.linear_sum_assignment) on 1 - similarity; pairs below
+  3. Hungarian assignment on 1 - similarity (engines.geometry.match_within_gate); pairs below
      ``min_similarity`` are not matched;
   4. matched tracks are corrected with their detection; unmatched detections start new tracks
      with new ids (never reused); tracks not seen for longer than ``max_age_s`` expire.
@@ -24,19 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from filterpy.kalman import KalmanFilter
-from scipy.optimize import linear_sum_assignment
 
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every pair: (A, 4), (B, 4) x0, y0, x1, y1 -> (A, B)."""
-    a = boxes_a[:, None, :]
-    b = boxes_b[None, :, :]
-    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    intersection = width * height
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return intersection / np.maximum(area_a + area_b - intersection, 1e-9)
+from engines.geometry import box_iou, match_within_gate
 
 
 def keypoint_similarity(
@@ -231,14 +220,12 @@ class Tracker:
         # 2-3. Similarity and assignment.
         if self._tracks and boxes.shape[0]:
             similarity = self._similarity(boxes, keypoints)
-            rows, cols = linear_sum_assignment(1.0 - similarity)
-            for row, col in zip(rows, cols):
-                if similarity[row, col] >= self.min_similarity:
-                    track = self._tracks[row]
-                    self._correct(track, t_s, boxes[col], None if keypoints is None else keypoints[col])
-                    ids[col] = track.track_id
-                    matched_tracks.add(row)
-                    matched_detections.add(col)
+            for row, col in match_within_gate(1.0 - similarity, 1.0 - self.min_similarity):
+                track = self._tracks[row]
+                self._correct(track, t_s, boxes[col], None if keypoints is None else keypoints[col])
+                ids[col] = track.track_id
+                matched_tracks.add(row)
+                matched_detections.add(col)
 
         # 4. Missed tracks coast or expire; new people get new ids.
         self.expired = []

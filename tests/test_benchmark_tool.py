@@ -11,22 +11,17 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import HELD_OUT_MOTIONS, MOCAP_ENV, ROOT
 
 pytest.importorskip("anny", reason="the synthetic benchmark needs the anny package (pip install anny==0.6.2)")
-try:
-    from engines.mocap import mocap_root
-
-    mocap_root()
-except FileNotFoundError:
-    pytest.skip("needs the CMU motion capture (../shared/data/mocap or $MESHSTREAM_MOCAP)", allow_module_level=True)
 
 
 def test_benchmark_command_scores_a_rendered_clip_and_writes_the_table(tmp_path):
     data = tmp_path / "data"
     made = subprocess.run([sys.executable, "tools/make_synthetic.py", "--out", str(data), "--seed", "1", "--clips", "1",
-                           "--frames", "6", "--size", "480x360", "--supersample", "1", "--max-people", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--frames", "6", "--size", "480x360", "--supersample", "1", "--max-people", "1",
+                           "--motions", str(HELD_OUT_MOTIONS)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert made.returncode == 0, made.stderr[-2000:]
     table = tmp_path / "table.md"
     done = subprocess.run([sys.executable, "tools/run_benchmark.py", "--out", str(tmp_path), "--clips", "1",

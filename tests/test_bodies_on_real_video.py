@@ -42,7 +42,7 @@ def test_fitted_landmarks_land_on_the_detected_keypoints(processed):
     model = load_body_model(meta["body_model"].replace("meshstream-open-1", "open"))
     as_t = lambda k: torch.from_numpy(processed[k]).float()  # noqa: E731
     out = model(as_t("global_orient"), as_t("body_pose"), as_t("betas"), as_t("transl"))
-    from tools.measure_real_clip import landmark_distance_px
+    from meshstream_tools.measure_real_clip import landmark_distance_px
 
     per_frame = landmark_distance_px(out.landmarks.numpy(), processed["keypoints2d"], meta["intrinsics"])
     print(f"fitted landmarks to keypoints: mean {per_frame.mean():.2f} px, worst frame {per_frame.max():.2f} px")
@@ -54,7 +54,7 @@ def test_fitted_landmarks_land_on_the_detected_keypoints(processed):
 
 def test_rendered_body_covers_the_person_mask(processed):
     """The body's silhouette against BlazePose's person mask (issue 5 asks for the IoU)."""
-    from tools.measure_real_clip import measure
+    from meshstream_tools.measure_real_clip import measure
 
     figures = measure(DATA / "blazepose" / "pose_squats.mp4", processed["path"])
     print(f"silhouette IoU: mean {figures['iou_mean']:.3f}, min {figures['iou_min']:.3f}")

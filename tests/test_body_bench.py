@@ -8,7 +8,7 @@ pytest.importorskip("smplx")
 
 
 def test_benchmark_compares_with_smplx_on_identical_parameters():
-    from engines.body.bench import benchmark, format_table
+    from meshstream_tools.body_bench import benchmark, format_table
 
     results = benchmark(batch_sizes=(1, 3), repeats=2)
     for batch in (1, 3):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines.body.random_files import smpl_arrays, write_npz
 from engines.body import BodyOutput, load_body_model
+from meshstream_tools.random_files import smpl_arrays, write_npz
 
 # float16 against float64 on a model about 1.7 m tall: half precision has 11 significant bits
 # (0.5 mm steps at 1 m); blending 24 transforms in float16 stays within 5 mm.

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from engines.body.random_files import smpl_arrays, smplh_arrays, smplx_arrays, write_chumpy_pickle, write_npz, write_plain_pickle
 from engines.body import load_body_model
 from engines.body.smpl_files import BodyModelFileError
+from meshstream_tools.random_files import (smpl_arrays, smplh_arrays, smplx_arrays, write_chumpy_pickle, write_npz,
+                                            write_plain_pickle)
+
 from tests.conftest import ROOT
 
 smplx = pytest.importorskip("smplx")

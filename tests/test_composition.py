@@ -140,3 +140,12 @@ def test_library_runs_close_their_sinks_and_keep_what_was_computed_when_left_ear
     data = np.load(tmp_path / "r.npz")
     assert 4 <= len(np.unique(data["frame_index"])) == counter.frames
     assert np.isfinite(data["joints"]).all()
+
+
+def test_quiet_after_the_subcommand_silences_the_stats_table_and_the_engines_start_up_lines(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "stream", "process", "stream/assets/sample.mp4", "-o",
+                          str(tmp_path / "q.npz"), "--max-frames", "2", "--no-progress", "-q"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "XNNPACK" not in out.stderr and "INFO" not in out.stderr
+    assert "p95" not in out.stdout and "wrote" in out.stdout

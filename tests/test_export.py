@@ -1,7 +1,7 @@
 """BVH and GLB exports, checked against a real run of the pipeline on the bundled clip.
 
 Each file is read back by code that shares nothing with the writer (the project's BVH reader in
-engines.mocap, pygltflib and trimesh for the GLB, the Khronos validator where installed), and
+meshstream_tools.mocap, pygltflib and trimesh for the GLB, the Khronos validator where installed), and
 its joints are compared with the results file's (within 1 cm)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from engines import mocap
+from meshstream_tools import mocap
 from engines.body import load_body_model
 from engines.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 from stream.exporters import BvhWriter, ExportError, GlbWriter, export_bvh, export_glb

@@ -8,7 +8,8 @@ import torch
 
 from engines.body import load_body_model
 from engines.body.sparse import LandmarkPoser
-from engines.fit import BodyFitter, GaussianPosePrior, project, solve_translation
+from engines.fit import BodyFitter, GaussianPosePrior, solve_translation
+from engines.geometry import project_points
 from engines.pose_prior import PosePrior
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
@@ -50,7 +51,7 @@ def test_landmark_poser_equals_the_full_model(model, poser):
 def test_translation_is_solved_exactly_from_exact_projections(model):
     orient, pose, betas, transl = _people(model, 2, seed=1)
     out = model(orient, pose, betas, transl)
-    uv = project(out.landmarks, INTRINSICS)
+    uv = project_points(out.landmarks, INTRINSICS)
     centred = out.landmarks - transl[:, None]
     recovered = solve_translation(centred, uv, torch.ones(2, 33), INTRINSICS)
     assert torch.allclose(recovered, transl, atol=1e-3)
@@ -59,7 +60,7 @@ def test_translation_is_solved_exactly_from_exact_projections(model):
 def test_fit_recovers_pose_from_exact_keypoints_and_world_landmarks(model, poser):
     orient, pose, betas, transl = _people(model, 3, seed=2)
     out = model(orient, pose, betas, transl)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(3, 33, 1)], -1)
+    keypoints = torch.cat([project_points(out.landmarks, INTRINSICS), torch.ones(3, 33, 1)], -1)
     mid_hip = 0.5 * (out.landmarks[:, 23] + out.landmarks[:, 24])
     world = out.landmarks - mid_hip[:, None]
     fitter = BodyFitter(poser, pose_prior=GaussianPosePrior(PosePrior.load()),
@@ -77,7 +78,7 @@ def test_fit_lowers_reprojection_error_and_never_returns_nan(model, poser):
     orient, pose, betas, transl = _people(model, 2, seed=3, pose_scale=0.5)
     out = model(orient, pose, betas, transl)
     g = torch.Generator().manual_seed(4)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 4 * torch.randn(2, 33, 2, generator=g),
+    keypoints = torch.cat([project_points(out.landmarks, INTRINSICS) + 4 * torch.randn(2, 33, 2, generator=g),
                            torch.rand(2, 33, 1, generator=g)], -1)
     keypoints[1, :10] = float("nan")  # garbage in: the fit must still give finite numbers
     fitter = BodyFitter(poser, iterations=0)
@@ -92,7 +93,7 @@ def test_fit_lowers_reprojection_error_and_never_returns_nan(model, poser):
 def test_warm_start_keeps_a_still_person_still(model, poser):
     orient, pose, betas, transl = _people(model, 1, seed=5)
     out = model(orient, pose, betas, transl)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
+    keypoints = torch.cat([project_points(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
     fitter = BodyFitter(poser, iterations=8)
     first = fitter.fit(keypoints, INTRINSICS, betas)
     second = fitter.fit(keypoints, INTRINSICS, betas, previous=(first.global_orient, first.body_pose, first.transl))
@@ -105,7 +106,7 @@ def test_reconstructor_gives_no_body_when_keypoints_are_invisible(model):
 
     orient, pose, betas, transl = _people(model, 2, seed=6)
     out = model(orient, pose, betas, transl)
-    uv = project(out.landmarks, INTRINSICS).numpy()
+    uv = project_points(out.landmarks, INTRINSICS).numpy()
     keypoints = np.concatenate([uv, np.ones((2, 33, 1), np.float32)], -1)
     keypoints[1, :, 2] = 0.05  # the second person is not really seen
     boxes = np.concatenate([uv.min(1), uv.max(1)], -1)
@@ -125,7 +126,7 @@ def test_reconstructor_keeps_each_tracks_state_whatever_order_people_come_in(mod
     steady, shuffled = BodyReconstructor(model, fit_iterations=3), BodyReconstructor(model, fit_iterations=3)
     for frame in range(4):
         out = model(orient, pose, betas, transl + torch.tensor([0.02 * frame, 0.0, 0.0]))
-        uv = project(out.landmarks, INTRINSICS).numpy()
+        uv = project_points(out.landmarks, INTRINSICS).numpy()
         keypoints = np.concatenate([uv, np.ones((2, 33, 1), np.float32)], -1)
         boxes = np.concatenate([uv.min(1), uv.max(1)], -1)
         order = [1, 0] if frame % 2 else [0, 1]
@@ -143,7 +144,7 @@ def test_fit_tolerance_stops_early_at_nearly_the_same_answer(model, poser):
     orient, pose, betas, transl = _people(model, 2, seed=6)
     out = model(orient, pose, betas, transl)
     g = torch.Generator().manual_seed(7)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + torch.randn(2, 33, 2, generator=g),
+    keypoints = torch.cat([project_points(out.landmarks, INTRINSICS) + torch.randn(2, 33, 2, generator=g),
                            torch.ones(2, 33, 1)], -1)
     nudged = (orient, pose + 0.05 * torch.randn(2, 23, 3, generator=g), transl + 0.02)
     every = BodyFitter(poser, iterations=12)
@@ -163,7 +164,7 @@ def test_fit_leaves_a_wrong_warm_start_for_the_lifters_answer(model, poser, monk
 
     orient, pose, betas, transl = _people(model, 1, seed=8)
     out = model(orient, pose, betas, transl)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
+    keypoints = torch.cat([project_points(out.landmarks, INTRINSICS), torch.ones(1, 33, 1)], -1)
     half_turn = axis_angle_to_matrix(torch.tensor([[0.0, math.pi, 0.0]]))
     turned = matrix_to_axis_angle(axis_angle_to_matrix(orient) @ half_turn)
     previous = (turned, pose.clone(), transl.clone())
@@ -192,7 +193,7 @@ def test_a_larger_fit_anchor_keeps_the_body_nearer_the_lifters_pose(model):
     torch.manual_seed(0)
     lifter = Lifter(LiftNetwork(width=64, blocks=1, shape_width=32))
     orient, pose, betas, transl = _people(model, 1, seed=9)
-    uv = project(model(orient, pose, betas, transl).landmarks, INTRINSICS).numpy()
+    uv = project_points(model(orient, pose, betas, transl).landmarks, INTRINSICS).numpy()
     keypoints = np.concatenate([uv, np.ones((1, 33, 1), np.float32)], -1)
     boxes = np.concatenate([uv.min(1), uv.max(1)], -1)
     lifted = lifter(keypoints, boxes, INTRINSICS.numpy())
@@ -215,7 +216,7 @@ def test_depth_anchor_keeps_the_lifters_depths_where_the_keypoints_say_nothing(m
     orient, pose, betas, transl = _people(model, 4, seed=11, pose_scale=0.4)
     out = model(orient, pose, betas, transl)
     g = torch.Generator().manual_seed(12)
-    keypoints = torch.cat([project(out.landmarks, INTRINSICS) + 6 * torch.randn(4, 33, 2, generator=g),
+    keypoints = torch.cat([project_points(out.landmarks, INTRINSICS) + 6 * torch.randn(4, 33, 2, generator=g),
                            torch.ones(4, 33, 1)], -1)
 
     def fit(anchor_depth: float):

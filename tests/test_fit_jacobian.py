@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from engines.body import load_body_model
-from engines.body.random_files import smpl_arrays, write_npz
 from engines.body.sparse import LandmarkPoser, left_jacobian, skew
-from engines.fit import ANCHORED_WEIGHTS, BodyFitter, FitWeights, GaussianPosePrior, project
+from engines.fit import ANCHORED_WEIGHTS, BodyFitter, FitWeights, GaussianPosePrior
+from engines.geometry import project_points as project
 from engines.pose_prior import PosePrior
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from meshstream_tools.random_files import smpl_arrays, write_npz
 
 INTRINSICS = torch.tensor([[900.0, 0, 640], [0, 900.0, 360], [0, 0, 1]])
 

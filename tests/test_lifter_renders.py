@@ -1,35 +1,26 @@
-"""tools/make_lifter_renders.py and the lifter's fine-tune on its samples (engines/lift/rendered.py)."""
+"""tools/make_lifter_renders.py and the lifter's fine-tune on its samples (tools/meshstream_tools/rendered.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import make_lifter_renders  # noqa: E402
+from meshstream_tools import make_lifter_renders
+from tests.conftest import MOCAP_ENV, ROOT, TRAINING_MOTIONS
 
 pytest.importorskip("anny", reason="the renders need the anny package (pip install anny==0.6.2)")
-try:
-    from engines.mocap import mocap_root
-
-    mocap_root()
-except FileNotFoundError:
-    pytest.skip("needs the CMU motion capture (../shared/data/mocap or $MESHSTREAM_MOCAP)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
     out = tmp_path_factory.mktemp("renders")
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_lifter_renders.py"), "--out", str(out),
-                           "--seed", "1", "--clips", "1", "--frames", "4", "--masks"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--seed", "1", "--clips", "1", "--frames", "4", "--masks", "--motions", str(TRAINING_MOTIONS)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (out / "video").exists(), "the rendered videos are deleted unless --keep-videos"
     return out
@@ -49,7 +40,7 @@ def test_matching_pairs_detections_with_the_nearest_true_people_and_drops_strang
 
 
 def test_a_motion_list_with_held_out_clips_is_refused(tmp_path):
-    from engines.mocap import HELD_OUT_CLIPS
+    from meshstream_tools.mocap import HELD_OUT_CLIPS
 
     listing = tmp_path / "motions.txt"
     listing.write_text(f"07_01\n{HELD_OUT_CLIPS[0]}  # held out\n")
@@ -61,7 +52,7 @@ def test_a_motion_list_with_held_out_clips_is_refused(tmp_path):
 
 def test_samples_hold_detections_near_the_truth_and_bodies_that_reproduce_it(samples):
     from engines.body import load_body_model
-    from engines.lift.rendered import RenderedPeople
+    from meshstream_tools.rendered import RenderedPeople
 
     data = np.load(samples / "samples.npz")
     count = len(data["keypoints"])
@@ -88,7 +79,7 @@ def test_finetune_on_rendered_samples_starts_from_the_given_weights_and_saves_a_
                            str(samples), "--render-validation-every", "0", "--steps", "2", "--minutes", "0",
                            "--batch", "8", "--lr", "1e-5", "--mask-bank", "0", "--validation-size", "16",
                            "--threads", "1", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "starting from" in done.stdout and "rendered samples:" in done.stdout
     from engines.lift import Lifter
@@ -103,7 +94,7 @@ def test_finetune_on_rendered_samples_starts_from_the_given_weights_and_saves_a_
 
 def test_synthetic_world_landmarks_can_carry_real_detector_errors():
     from engines.body import load_body_model
-    from engines.lift.synthetic import SyntheticPeople
+    from meshstream_tools.synthetic import SyntheticPeople
 
     model = load_body_model("open")
     poses = torch.zeros(4, 24, 3)
@@ -123,7 +114,7 @@ def test_synthetic_world_landmarks_can_carry_real_detector_errors():
 def test_merged_sample_sets_keep_every_clip_apart(tmp_path):
     import json
 
-    from engines.lift.rendered import REQUIRED_KEYS, load_samples, merge_samples
+    from meshstream_tools.rendered import REQUIRED_KEYS, load_samples, merge_samples
 
     rng = np.random.default_rng(0)
     shapes = {"keypoints": (33, 3), "world": (33, 3), "boxes": (4,), "intrinsics": (3, 3), "image_size": (2,),
@@ -153,7 +144,7 @@ def test_merged_sample_sets_keep_every_clip_apart(tmp_path):
 
 def test_samples_carry_the_detectors_person_masks_through_merging_and_sampling(samples, tmp_path):
     from engines.body import load_body_model
-    from engines.lift.rendered import RenderedPeople, merge_samples
+    from meshstream_tools.rendered import RenderedPeople, merge_samples
 
     data = dict(np.load(samples / "samples.npz"))
     count = len(data["keypoints"])
@@ -186,7 +177,7 @@ def test_shape_only_finetune_moves_the_shape_network_and_leaves_the_pose_network
                            str(samples), "--only-shape", "--render-mask-share", "1.0", "--render-validation-every", "0",
                            "--steps", "2", "--minutes", "0", "--batch", "8", "--lr", "1e-4", "--mask-bank", "0",
                            "--validation-size", "16", "--threads", "1", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     tuned = torch.load(out, weights_only=True)["state_dict"]
     shipped = torch.load(ROOT / "engines" / "lift" / "assets" / "lifter.pt", weights_only=True)["state_dict"]

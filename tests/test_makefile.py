@@ -31,7 +31,7 @@ def test_demo_creates_every_folder_it_writes_into_before_writing():
         if words[:2] == ["mkdir", "-p"]:
             made.update(words[2:])
             continue
-        for flag in ("-o", "--output", "--render"):
+        for flag in ("-o", "--output", "--render", "--bvh", "--glb"):
             if flag in words:
                 folder = str(Path(words[words.index(flag) + 1]).parent)
                 assert folder == "." or folder in made or _in_git(folder), \

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import measure_detection as md  # noqa: E402
+from meshstream_tools import measure_detection as md
+from tests.conftest import HELD_OUT_MOTIONS, MOCAP_ENV, ROOT
 
 
 def standing_keypoints(x_centre: float, top: float = 30.0, height: float = 180.0) -> np.ndarray:
@@ -99,15 +96,10 @@ def test_pose_matching_accepts_left_right_swapped_landmarks():
 @pytest.mark.timeout(180)
 def test_blazepose_finds_a_lone_rendered_person(tmp_path):
     pytest.importorskip("anny", reason="rendering needs the anny package")
-    try:
-        from engines.mocap import mocap_root
-
-        mocap_root()
-    except FileNotFoundError:
-        pytest.skip("needs the CMU motion capture (../shared/data/mocap or $MESHSTREAM_MOCAP)")
     make = [sys.executable, str(ROOT / "tools" / "make_synthetic.py"), "--out", str(tmp_path), "--seed", "1",
-            "--clips", "1", "--frames", "4", "--size", "320x240", "--supersample", "1", "--max-people", "1"]
-    done = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=170)
+            "--clips", "1", "--frames", "4", "--size", "320x240", "--supersample", "1", "--max-people", "1",
+            "--motions", str(HELD_OUT_MOTIONS)]
+    done = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=170, env=MOCAP_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     summary_path = tmp_path / "summary.json"
     measure = [sys.executable, str(ROOT / "tools" / "measure_detection.py"), str(tmp_path), "--json",

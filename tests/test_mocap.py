@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engines import mocap
 from engines.skeleton import SMPL_JOINT_NAMES, SMPL_MIRROR, SMPL_PARENTS
+from meshstream_tools import mocap
+from tests.conftest import MOCAP
 
 # Real clips of different kinds: a walk, a cartwheel-like dance, low fast dribbling (bent over).
 CLIPS = ("02_01", "05_06", "06_13")
@@ -39,7 +40,7 @@ Frame Time: 0.5
 
 def _clip(trial: str, max_frames: int = 1500) -> mocap.BvhClip:
     """A CMU clip, cut to its first max_frames frames (frame 0, the T-pose, kept) to stay fast."""
-    info = next(c for c in mocap.list_clips("all") if c.trial == trial)
+    info = next(c for c in mocap.list_clips("all", MOCAP) if c.trial == trial)
     clip = mocap.read_bvh(info.path)
     return mocap.BvhClip(clip.skeleton, clip.motion[:max_frames], clip.frame_time_s, clip.name)
 
@@ -149,7 +150,7 @@ def test_retargeting_onto_other_proportions_keeps_directions_and_scales_the_root
 
 
 def test_mirroring_twice_is_the_identity():
-    motion, rest = mocap.load_clip("05_06", fps=30.0)
+    motion, rest = mocap.load_clip("05_06", fps=30.0, root=MOCAP)
     twice = mocap.mirror_motion(mocap.mirror_motion(motion, rest), rest)
     np.testing.assert_allclose(twice.body_pose, motion.body_pose, atol=1e-7)
     np.testing.assert_allclose(twice.global_orient, motion.global_orient, atol=1e-7)
@@ -157,7 +158,7 @@ def test_mirroring_twice_is_the_identity():
 
 
 def test_mirrored_pose_moves_joints_to_their_reflected_partners():
-    motion, rest = mocap.load_clip("05_06", fps=10.0)
+    motion, rest = mocap.load_clip("05_06", fps=10.0, root=MOCAP)
     # A left-right symmetric skeleton: the rest joints averaged with their reflection.
     reflect = np.array([-1.0, 1.0, 1.0])
     symmetric = 0.5 * (rest + rest[list(SMPL_MIRROR)] * reflect).astype(np.float64)
@@ -170,7 +171,7 @@ def test_mirrored_pose_moves_joints_to_their_reflected_partners():
 
 
 def test_resampling_keeps_poses_at_shared_instants():
-    motion, _ = mocap.load_clip("02_01", fps=None)
+    motion, _ = mocap.load_clip("02_01", fps=None, root=MOCAP)
     assert motion.fps == pytest.approx(120.0, rel=1e-4) and motion.num_frames == 343
     at_30 = mocap.resample(motion, 30.0)
     assert at_30.num_frames == 86 and at_30.fps == 30.0
@@ -184,10 +185,11 @@ def test_resampling_keeps_poses_at_shared_instants():
 
 
 def test_validation_clips_are_held_out_of_training():
-    train = {c.trial for c in mocap.list_clips("train")}
-    validation = {c.trial for c in mocap.list_clips("validation")}
-    assert validation == set(mocap.HELD_OUT_CLIPS)
-    assert not train & validation and len(train) + len(validation) == len(mocap.list_clips("all")) == 90
+    everything = {c.trial for c in mocap.list_clips("all", MOCAP)}
+    train = {c.trial for c in mocap.list_clips("train", MOCAP)}
+    validation = {c.trial for c in mocap.list_clips("validation", MOCAP)}
+    assert validation == everything & set(mocap.HELD_OUT_CLIPS) == {"03_02", "05_13", "06_05", "07_09"}
+    assert train == everything - validation == {"02_01", "05_06", "06_13"}
 
 
 def _open_rest_joints() -> np.ndarray:
@@ -262,8 +264,8 @@ def test_lowpass_removes_marker_jitter_and_keeps_the_movement_without_delay():
 def test_clip_whose_arms_start_missing_is_loaded_from_the_first_complete_frame():
     assert mocap.incomplete_leading_frames(_clip("03_02")) == 50  # both arms held at zero, then in place
     assert mocap.incomplete_leading_frames(_clip("02_01")) == 0
-    raw, _ = mocap.load_clip("03_02", fps=None, lowpass_hz=None)
-    info = next(c for c in mocap.list_clips("all") if c.trial == "03_02")
+    raw, _ = mocap.load_clip("03_02", fps=None, lowpass_hz=None, root=MOCAP)
+    info = next(c for c in mocap.list_clips("all", MOCAP) if c.trial == "03_02")
     assert raw.num_frames == info.frames - 1 - 50
     # Without the trim the arms jumped into place between two 120 fps frames (an 800 mm/frame^2
     # spike at the hands); from the first complete frame the arms' largest step is a normal one.

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from engines import mocap
-from engines.pose_prior import ASSET, PosePrior, fit_gaussian_mixture
+from engines.pose_prior import ASSET, PosePrior
 from engines.skeleton import SMPL_JOINT_NAMES
+from meshstream_tools import mocap
+from meshstream_tools.fit_pose_prior import fit_gaussian_mixture
+from tests.conftest import MOCAP
 
 
 def test_em_recovers_a_known_mixture():
@@ -26,9 +28,9 @@ def test_em_recovers_a_known_mixture():
 def test_held_out_mocap_poses_score_better_than_random_ones():
     prior = PosePrior.load(ASSET)
     held_out = []
-    for trial in ("07_09", "05_13", "06_05"):  # engines.mocap.HELD_OUT_CLIPS: never fitted
+    for trial in ("07_09", "05_13", "06_05"):  # meshstream_tools.mocap.HELD_OUT_CLIPS: never fitted
         assert trial in mocap.HELD_OUT_CLIPS
-        motion, _ = mocap.load_clip(trial, fps=10.0)
+        motion, _ = mocap.load_clip(trial, fps=10.0, root=MOCAP)
         held_out.append(torch.from_numpy(motion.body_pose))
     poses = torch.cat(held_out)
     rng = np.random.default_rng(0)

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA
-from engines import mocap, rotations
-from one_euro_reference import golden_cases
+from engines import rotations
+from meshstream_tools import mocap
+from meshstream_tools import smoothing_eval as evaluation
+from meshstream_tools.one_euro_reference import golden_cases
 from stream import smoothing
-from stream import smoothing_eval as evaluation
 from stream.smoothing import BodyParams, ConstantVelocityKalman, OneEuroFilter, ShapeConsolidator, make_smoother
+
+from conftest import DATA, MOCAP
 
 GOLDEN = DATA / "one_euro_golden.json"
 
@@ -120,7 +122,7 @@ def test_timestamps_must_increase():
 
 @pytest.mark.parametrize("kind, max_lag_frames", [("one-euro", 1.0), ("kalman", 1.0)])
 def test_smoothing_reduces_acceleration_error_on_noisy_mocap_with_little_lag(kind, max_lag_frames):
-    motion, rest = mocap.load_clip("07_09", fps=30.0)  # a held-out walk
+    motion, rest = mocap.load_clip("07_09", fps=30.0, root=MOCAP)  # a held-out walk
     noisy = evaluation.add_pose_noise(motion, rotation_std_rad=0.02, transl_std_m=0.01, seed=3)
     clean = evaluation.joints_mm(motion, rest)
     raw = evaluation.joints_mm(noisy, rest)

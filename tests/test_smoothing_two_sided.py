@@ -8,13 +8,15 @@ import threading
 import numpy as np
 import pytest
 
-from engines import mocap
-from stream import smoothing_eval as evaluation
+from meshstream_tools import mocap
+from meshstream_tools import smoothing_eval as evaluation
 from stream.frames import Person
 from stream.pipeline import Pipeline, PipelineError, Stage
 from stream.smoothing import BodyParams, FixedLagSmoother, RtsSegment, make_smoother, resolve_smoothing
 from stream.sources import VideoFileSource
 from stream.stages.smooth import SmoothStage
+
+from tests.conftest import MOCAP
 from tests.stream_helpers import make_clip
 
 FPS = 30.0
@@ -71,7 +73,7 @@ def test_two_sided_smoother_lowers_acceleration_of_a_noisy_sine_without_lag():
 
 
 def test_two_sided_smoothing_of_noisy_mocap_beats_the_causal_filters_with_no_lag():
-    motion, rest = mocap.load_clip("07_09", fps=30.0)  # a held-out walk
+    motion, rest = mocap.load_clip("07_09", fps=30.0, root=MOCAP)  # a held-out walk
     motion = mocap.SmplMotion(motion.global_orient[:150], motion.body_pose[:150], motion.transl[:150],
                               motion.fps, motion.name, motion.scale)
     noisy = evaluation.add_pose_noise(motion, rotation_std_rad=0.02, transl_std_m=0.01, seed=3)

@@ -10,22 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import HELD_OUT_MOTIONS, MOCAP_ENV, ROOT
+
 TOOL = ROOT / "tools" / "make_synthetic.py"
 
 pytest.importorskip("anny", reason="the synthetic benchmark needs the anny package (pip install anny==0.6.2)")
-try:
-    from engines.mocap import mocap_root
-
-    mocap_root()
-except FileNotFoundError:
-    pytest.skip("needs the CMU motion capture (../shared/data/mocap or $MESHSTREAM_MOCAP)", allow_module_level=True)
 
 
 def make(out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(TOOL), "--out", str(out), "--seed", "3", "--clips", "1", "--frames", "5",
-               "--size", "320x240", "--supersample", "1", "--threads", "1", *extra]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+               "--size", "320x240", "--supersample", "1", "--threads", "1", "--motions", str(HELD_OUT_MOTIONS), *extra]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=MOCAP_ENV)
 
 
 @pytest.fixture(scope="module")

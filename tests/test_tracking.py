@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engines.geometry import box_iou
 from engines.skeleton import BLAZEPOSE_NAMES
-from stream.tracking import Tracker, box_iou, keypoint_similarity
+from stream.tracking import Tracker, keypoint_similarity
 
 FPS = 30.0
 

@@ -2,7 +2,7 @@
 
 After Pavlakos et al. 2018: a pose network on the keypoints, a shape network on the silhouette,
 a weak-perspective camera turned into a camera-frame translation. Trained by
-tools/train_lifter.py on synthetic data made from the body model and CMU motion capture.
+tools/train_lifter.py (meshstream_tools) on synthetic data made from the body model and CMU motion capture.
 
     from engines.lift import Lifter, crop_masks
     lifter = Lifter.load()
@@ -12,8 +12,9 @@ tools/train_lifter.py on synthetic data made from the body model and CMU motion 
     result.valid (P,) bool
 """
 
-from engines.lift.camera import (camera_to_translation, pixels_to_box, box_to_pixels, project_points,
-                                 square_boxes, translation_to_camera)
+from engines.geometry import project_points
+from engines.lift.camera import (camera_to_translation, pixels_to_box, box_to_pixels, square_boxes,
+                                 translation_to_camera)
 from engines.lift.lifter import (ASSET_PATH, MIN_VISIBLE_KEYPOINTS, VISIBLE_THRESHOLD, Lifter, LiftResult,
                                  crop_masks, enough_evidence)
 from engines.lift.network import MASK_SIZE, LiftNetwork

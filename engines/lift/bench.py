@@ -30,7 +30,7 @@ def _median_ms(values: list[float]) -> float:
 
 def _scene(model, people: int, frames: int, seed: int):
     """Per frame: (keypoints (P,33,3), boxes (P,4), world (P,33,3)); and the intrinsics (3,3)."""
-    from engines.fit import project
+    from engines.geometry import project_points
     from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +49,7 @@ def _scene(model, people: int, frames: int, seed: int):
             pose = base_pose + drift * math.sin(2 * math.pi * frame / 30.0)
             pose[:, [3, 4], 0] = pose[:, [3, 4], 0].abs()
             landmarks = model(orient, pose, betas, transl).landmarks
-            uv = project(landmarks, intrinsics) + 2.0 * torch.randn(people, 33, 2, generator=g)
+            uv = project_points(landmarks, intrinsics) + 2.0 * torch.randn(people, 33, 2, generator=g)
             keypoints = torch.cat([uv, torch.full((people, 33, 1), 0.9)], -1)
             boxes = torch.cat([uv.min(1).values, uv.max(1).values], -1)
             mid_hip = 0.5 * (landmarks[:, 23] + landmarks[:, 24])

@@ -80,16 +80,3 @@ def translation_to_camera(translation: Tensor, boxes: Tensor, intrinsics: Tensor
     offset_x = translation[:, 0] - (centre_x - cx) * depth / fx
     offset_y = translation[:, 1] - (centre_y - cy) * depth / fy
     return torch.stack([scale, offset_x, offset_y], -1)
-
-
-def project_points(points: Tensor, intrinsics: Tensor) -> Tensor:
-    """(P,N,3) camera-frame metres -> (P,N,2) pixels (pinhole; depth clamped at 1 mm).
-
-    intrinsics (3,3), or (P,3,3) one per person.
-    """
-    z = points[..., 2:].clamp(min=1e-3)
-    focal = torch.stack([intrinsics[..., 0, 0], intrinsics[..., 1, 1]], -1)
-    centre = torch.stack([intrinsics[..., 0, 2], intrinsics[..., 1, 2]], -1)
-    if intrinsics.ndim == 3:
-        focal, centre = focal[:, None], centre[:, None]
-    return points[..., :2] / z * focal + centre

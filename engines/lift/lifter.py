@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engines.geometry import mirror_pose
 from engines.lift.camera import square_boxes
 from engines.lift.network import MASK_SIZE, NUM_KEYPOINTS, LiftNetwork
-from engines.lift.synthetic import mirror_pose
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle, nearest_rotation
 from engines.skeleton import BLAZEPOSE_MIRROR
 

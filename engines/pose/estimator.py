@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engines.geometry import box_iou
 from engines.pose import geometry as geo
 from engines.pose.filtering import PoseSmoother
 from engines.pose.networks import DETECTOR, LANDMARKS, build_engines
@@ -54,11 +55,8 @@ class PersonObservation:
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    """IoU of two boxes (4,) x0, y0, x1, y1 (engines.geometry.box_iou)."""
+    return float(box_iou(np.asarray(a)[None], np.asarray(b)[None])[0, 0])
 
 
 def _roi_box(roi: geo.Roi) -> np.ndarray:
@@ -159,7 +157,9 @@ class PoseEstimator:
         tensor, box = geo.letterbox(image)
         raw_boxes, raw_scores = self.detector(torch.from_numpy(tensor[None]))
         self.detector_runs += 1
-        scores, boxes, keypoints = geo.decode_detections(raw_boxes[0].numpy(), raw_scores[0].numpy(), self.anchors)
+        # .cpu(): an engine on a GPU answers with tensors on the GPU.
+        scores, boxes, keypoints = geo.decode_detections(raw_boxes[0].cpu().numpy(), raw_scores[0].cpu().numpy(),
+                                                         self.anchors)
         found = []
         for score, det_box, det_kps in geo.weighted_nms(scores, boxes, keypoints)[: self.max_people]:
             corners = geo.remove_letterbox(det_box.reshape(2, 2), box, width, height).reshape(4)
@@ -174,7 +174,8 @@ class PoseEstimator:
             return []
         height, width = image.shape[:2]
         crops = np.stack([geo.crop_roi(image, roi) for roi in rois])
-        raw, presence, mask_logits, heatmaps, world = (t.numpy() for t in self.landmarker(torch.from_numpy(crops)))
+        outputs = self.landmarker(torch.from_numpy(crops))
+        raw, presence, mask_logits, heatmaps, world = (t.cpu().numpy() for t in outputs)
         people: list[PersonObservation | None] = []
         for k, roi in enumerate(rois):
             score = float(presence[k].reshape(-1)[0])

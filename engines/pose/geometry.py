@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engines.geometry import box_iou
+
 # Detector (pose_detection_cpu.pbtxt).
 DETECTOR_SIZE = 224
 ANCHOR_STRIDES = (8, 16, 32, 32, 32)
@@ -118,18 +120,6 @@ def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np
     return scores[keep], boxes, keypoints
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
                  iou_threshold: float = NMS_IOU_THRESHOLD) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """MediaPipe's weighted non-maximum suppression.
@@ -146,7 +136,7 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
     while remaining:
         top = remaining[0]
         rest = np.array(remaining)
-        overlap = _iou(boxes[top], boxes[rest])
+        overlap = box_iou(boxes[top][None], boxes[rest])[0]
         cluster = rest[overlap > iou_threshold]
         if len(cluster) == 0:
             cluster = np.array([top])

@@ -92,7 +92,7 @@ class BodyReconstructor:
         """Run fits on a made-up person, so the first real frame does not pay the one-off
         start-up costs. Returns the time of a warm-started fit of one person, in ms: what the
         fit costs per frame here."""
-        from engines.fit import project
+        from engines.geometry import project_points as project
 
         upright = torch.tensor([[math.pi, 0.0, 0.0]])
         landmarks = self._poser(upright, torch.zeros(1, 23, 3), torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 3.0]]))[0]
@@ -113,7 +113,8 @@ class BodyReconstructor:
 
     def __call__(self, t_s: float, track_ids: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
                  intrinsics: np.ndarray, world_landmarks: np.ndarray | None = None,
-                 masks: list[np.ndarray | None] | None = None) -> list[BodyParams | None]:
+                 masks: list[np.ndarray | None] | None = None, refine: bool | None = None,
+                 fit_iterations: int | None = None) -> list[BodyParams | None]:
         """One frame's bodies, in the people's order (None: no body for that person).
 
         Args:
@@ -123,6 +124,8 @@ class BodyReconstructor:
             intrinsics: (3, 3) pinhole matrix, pixels.
             world_landmarks: (P, 33, 3) metres, hip-centred, camera-aligned; or None.
             masks: per person a (H, W) float mask in [0, 1], or None (read by the lifter's shape).
+            refine, fit_iterations: this frame's choice instead of the reconstructor's (the
+                pipeline sheds work under overload).
         Returns per person global_orient (3,), body_pose (23, 3), transl (3,), betas (10,)
         float32, camera frame.
         """
@@ -164,9 +167,10 @@ class BodyReconstructor:
             elif lifted_betas is not None and self.lifter_shape:
                 betas[row] = lifted_betas[row]
         # 4. Refine.
-        if self.refine or lifted is None:
+        if (self.refine if refine is None else refine) or lifted is None:
             previous = self._previous_fits([ids[i] for i in chosen], t_s)
-            result = self.fitter.fit(kp, K, betas, world_landmarks=world, anchor=anchor, previous=previous)
+            result = self.fitter.fit(kp, K, betas, world_landmarks=world, anchor=anchor, previous=previous,
+                                     iterations=fit_iterations)
             orient, pose, transl = result.global_orient, result.body_pose, result.transl
         else:
             orient, pose, transl = anchor[0], anchor[1], lifted.transl.float()
@@ -242,8 +246,7 @@ class LiftStage(Stage):
         # Degrade: with a lifter, skip the fit from the first level (the lifter answers alone);
         # without one, halve the fit's iterations per level.
         level = self.context.degrade_level
-        self.reconstructor.fitter.iterations = max(1, self.fit_iterations >> level)
-        self.reconstructor.refine = self.refine and self.fit_affordable and not (level >= 1 and self.lifter is not None)
+        refine = self.refine and self.fit_affordable and not (level >= 1 and self.lifter is not None)
         people = [p for p in packet.people if p.keypoints is not None and p.bbox is not None]
         if not people:
             return packet
@@ -253,7 +256,7 @@ class LiftStage(Stage):
             np.stack([p.bbox for p in people]), np.stack([p.keypoints for p in people]),
             packet.intrinsics.matrix(),
             world_landmarks=np.stack([p.world_landmarks for p in people]) if have_world else None,
-            masks=[p.mask for p in people])
+            masks=[p.mask for p in people], refine=refine, fit_iterations=max(1, self.fit_iterations >> level))
         for person, body in zip(people, bodies):
             if body is not None:
                 person.global_orient, person.body_pose = body.global_orient, body.body_pose

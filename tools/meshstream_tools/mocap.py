@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines import rotations
-from engines.skeleton import NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_MIRROR, SMPL_PARENTS
+from engines import geometry, rotations
+from engines.skeleton import NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
 
 # ---------------------------------------------------------------------------------------------
 # 1. BVH files
@@ -556,16 +556,14 @@ def mirror_pose(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The left-right mirror image of a motion, reflected through the plane x = 0.
 
-    A rotation R reflected by M = diag(-1, 1, 1) is M R M, which for axis-angle (x, y, z) is
-    (x, -y, -z); each joint then swaps with its partner (engines.skeleton.SMPL_MIRROR). The
-    pelvis position rest_joints[0] + transl reflects too (rest_joints None: pelvis at x = 0).
+    The rotations as engines.geometry.mirror_pose; the pelvis position rest_joints[0] + transl
+    reflects too (rest_joints None: pelvis at x = 0).
     global_orient (F, 3), body_pose (F, 23, 3), transl (F, 3); returns float32 arrays alike.
     """
-    flip = np.array([1.0, -1.0, -1.0], dtype=np.float64)
     pose = np.concatenate([np.asarray(global_orient, np.float64)[:, None], np.asarray(body_pose, np.float64)], axis=1)
     if pose.shape[1:] != (NUM_SMPL_JOINTS, 3):
         raise ValueError(f"expected global_orient (F, 3) and body_pose (F, 23, 3), got pose {pose.shape}")
-    mirrored = pose[:, list(SMPL_MIRROR)] * flip
+    mirrored = geometry.mirror_pose(pose)
     pelvis_x = 0.0 if rest_joints is None else float(np.asarray(rest_joints)[0, 0])
     transl_mirrored = np.asarray(transl, np.float64).copy()
     transl_mirrored[:, 0] = -(pelvis_x + transl_mirrored[:, 0]) - pelvis_x
@@ -690,8 +688,9 @@ def mocap_root() -> Path:
     repository (../shared) or beside its parent (../../shared, for git worktrees)."""
     import os
 
+    from meshstream_tools import REPOSITORY as repo
+
     configured = os.environ.get("MESHSTREAM_MOCAP")
-    repo = Path(__file__).resolve().parents[1]
     candidates = [Path(configured)] if configured else [repo.parent / "shared" / "data" / "mocap", repo.parents[1] / "shared" / "data" / "mocap"]
     for root in candidates:
         if (root / "INDEX.csv").is_file():

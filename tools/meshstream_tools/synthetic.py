@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engines.geometry import mirror_pose
 from engines.lift.camera import square_boxes
 from engines.lift.network import MASK_SIZE
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from engines.skeleton import SMPL_MIRROR
 
 HOLDOUT_FILE = Path(__file__).resolve().parent / "holdout.txt"
 
@@ -72,12 +72,6 @@ def list_clips(mocap_dir: Path) -> list[tuple[str, Path, bool]]:
             rows.append((row["cmu_trial"], Path(mocap_dir) / row["file"],
                          row["first_frame_is_cgspeed_tpose"].strip().lower() == "true"))
     return rows
-
-
-def mirror_pose(axis_angle: Tensor) -> Tensor:
-    """(B,24,3) SMPL axis-angle -> the left/right mirror image (reflection x -> -x in the model frame)."""
-    mirrored = axis_angle[:, list(SMPL_MIRROR)]
-    return mirrored * torch.tensor([1.0, -1.0, -1.0], dtype=axis_angle.dtype)
 
 
 def rotation_about(axis: int, angle: Tensor) -> Tensor:
@@ -492,7 +486,7 @@ def make_sequence(model, people: SyntheticPeople, pose: Tensor, transl: Tensor) 
     """One person moving through a motion-capture sequence in front of one fixed camera.
 
     pose (F,24,3) model-frame axis-angle and transl (F,3) metres (SMPL convention) of one clip,
-    e.g. from engines.mocap.load_clip with the model's rest joints. One shape, camera, heading and
+    e.g. from meshstream_tools.mocap.load_clip with the model's rest joints. One shape, camera, heading and
     placement (framing the whole path) hold for the whole sequence; the keypoint noise,
     world-landmark noise and their presence are drawn per frame from ``people`` (its noise
     setting applies; with its frame_correlation, e.g. DETECTOR_FRAME_CORRELATION, they persist

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines import mocap
+from meshstream_tools import mocap
 from stream.smoothing import BodyParams, FixedLagSmoother, make_smoother
 
 

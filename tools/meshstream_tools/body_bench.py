@@ -1,9 +1,9 @@
 """Benchmark: meshstream's skinning path against ``smplx.SMPL`` on the same SMPL-format file.
 
-    python -m engines.body.bench [--repeats 50]
+    python -m meshstream_tools.body_bench [--repeats 50]
 
 Both models load one generated SMPL-format file (random but well formed, 6890 vertices, pose
-correctives included; see :mod:`engines.body.random_files`), get the same float32 parameters,
+correctives included; see :mod:`meshstream_tools.random_files`), get the same float32 parameters,
 and run side by side in one process under ``torch.no_grad``. Reported per batch size: median
 forward time of smplx, of meshstream with a fresh shape every call ("new shape") and with the
 same betas as the previous call ("tracked shape", the streaming case the shape cache serves),
@@ -53,7 +53,7 @@ def benchmark(batch_sizes=(1, 64), repeats: int = 50, seed: int = 0) -> dict:
     import smplx
 
     from engines.body import load_body_model
-    from engines.body.random_files import smpl_arrays, write_plain_pickle
+    from meshstream_tools.random_files import smpl_arrays, write_plain_pickle
 
     with tempfile.TemporaryDirectory() as folder:
         path = write_plain_pickle(smpl_arrays(seed=seed), Path(folder) / "SMPL_NEUTRAL.pkl")

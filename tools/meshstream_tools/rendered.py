@@ -1,10 +1,10 @@
 """Training batches from real BlazePose outputs on rendered people (tools/make_lifter_renders.py).
 
-The synthetic batches of :mod:`engines.lift.synthetic` imitate the detector; these carry the
+The synthetic batches of :mod:`meshstream_tools.synthetic` imitate the detector; these carry the
 detector's real keypoints, boxes and world landmarks (and, from sets made with ``--masks``, its
 person masks), with the true bodies they were rendered from, so a fine-tune can close the gap
 between the two. ``RenderedPeople(model, path).sample(n)``
-returns a :class:`engines.lift.synthetic.SyntheticBatch` like ``SyntheticPeople.sample``.
+returns a :class:`meshstream_tools.synthetic.SyntheticBatch` like ``SyntheticPeople.sample``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from engines.lift.network import MASK_SIZE
-from engines.lift.synthetic import SyntheticBatch
 from engines.rotations import axis_angle_to_matrix
+from meshstream_tools.synthetic import SyntheticBatch
 
 REQUIRED_KEYS = ("keypoints", "world", "boxes", "intrinsics", "image_size", "global_orient", "body_pose",
                  "betas", "transl")
