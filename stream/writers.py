@@ -6,8 +6,10 @@ Results (.npz), one row per (frame, person):
     score (N,) float32          bbox (N, 4) float32       keypoints2d (N, 33, 3) float32
     global_orient (N, 3)        body_pose (N, 23, 3)      betas (N, 10)      transl (N, 3)
     joints (N, 24, 3)           vertices (N, V, 3) only with vertices=True
-    meta: a JSON string (fps, width, height, intrinsics, body model, version, counts, and
-          ``not_computed``: the arrays no stage produced in this run, which hold NaN)
+    world_transl (N, 3)         world_orient (N, 3)       foot_contact (N, 2) (1 = on the floor)
+    meta: a JSON string (fps, width, height, intrinsics, body model, version, counts,
+          ``not_computed``: the arrays no stage produced in this run, which hold NaN, and
+          ``world``: the last floor and camera estimate of the world stage, docs/world.md)
 
 The file is rewritten atomically (temporary file, then rename) every ``flush_every_s`` and on
 close, so an interrupted or failed run leaves a valid file with what was done.
@@ -70,11 +72,14 @@ class NpzWriter:
         self.frames = 0
         self._last_flush = time.monotonic()
         self._num_vertices: int | None = None
+        self._floor = None
 
     def add(self, packet: Packet) -> None:
         """Add one frame's people (a frame with nobody adds no row, but is counted)."""
         self.frames += 1
         frame = packet.frame
+        if getattr(packet, "floor", None) is not None:
+            self._floor = packet.floor
         for person in packet.people:
             self._add_person(frame.index, frame.pts_s, person)
         if time.monotonic() - self._last_flush > self.flush_every_s:
@@ -120,6 +125,8 @@ class NpzWriter:
         names = [*ROW_ARRAYS] + (["vertices"] if self.vertices else [])
         meta = {**self.meta, "version": __version__, "frames": self.frames, "rows": n,
                 "not_computed": [k for k in names if k not in self._computed]}
+        if self._floor is not None:
+            meta["world"] = self._floor.as_dict()
         out["meta"] = np.array(json.dumps(meta, default=_json_default))
         return out
 
