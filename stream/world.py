@@ -313,7 +313,7 @@ class WorldTracker:
     lock_feet: shift each person's root (horizontally) so that a foot in contact stays where it
     touched down: the correction is the mean over contact feet of (touch-down position - where
     the foot is now). A contact foot that moves faster than ``follow_speed`` m/s between two
-    frames (at 30 fps: 3 cm) is taken to pivot or slide for real, and its touch-down point
+    frames (at 30 fps: 7 cm) is taken to pivot or slide for real, and its touch-down point
     moves with it that frame (smaller motion is the estimate's jitter, and is held). It may creep back toward zero by ``release_speed`` m/s while feet are
     down (at 30 fps: 1 mm a frame), is never more than ``max_correction_m`` (the foot slides
     rather), and decays with time constant ``decay_s`` while no foot is down, so the locked path
@@ -322,7 +322,7 @@ class WorldTracker:
     """
 
     def __init__(self, lock_feet: bool = False, release_speed: float = 0.03, decay_s: float = 0.5,
-                 max_correction_m: float = 0.10, follow_speed: float = 1.0, forget_after_s: float = 1.0):
+                 max_correction_m: float = 0.10, follow_speed: float = 2.0, forget_after_s: float = 1.0):
         self.lock_feet = lock_feet
         self.follow_speed = follow_speed
         self.max_correction_m = max_correction_m

@@ -214,7 +214,7 @@ def test_exports_place_a_person_with_world_motion_on_the_floor():
 def test_process_on_the_sample_clip_writes_world_fields_to_the_results(tmp_path):
     out = tmp_path / "world.npz"
     result = subprocess.run([sys.executable, "-m", "stream", "process", str(ROOT / "stream" / "assets" / "sample.mp4"),
-                             "-o", str(out), "--max-frames", "45", "--lock-feet"],
+                             "-o", str(out), "--max-frames", "45", "--lock-feet", "--bvh", str(tmp_path / "w.bvh")],
                             capture_output=True, text=True, timeout=600, cwd=ROOT,
                             env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
@@ -226,3 +226,9 @@ def test_process_on_the_sample_clip_writes_world_fields_to_the_results(tmp_path)
     assert np.isfinite(data["world_transl"]).all() and np.isfinite(data["world_orient"]).all()
     assert set(np.unique(data["foot_contact"]).tolist()) <= {0.0, 1.0}
     assert 0.3 < np.median(data["world_transl"][:, 1]) < 1.3  # the pelvis of someone on the floor
+    # The BVH's root moves as the results' world root (centimetres), frame by frame.
+    motion = (tmp_path / "w.bvh").read_text().split("MOTION", 1)[1].strip().splitlines()[2:]
+    main = np.bincount(data["track_id"]).argmax()
+    rows = np.flatnonzero(data["track_id"] == main)
+    roots = np.array([[float(v) for v in motion[f].split()[:3]] for f in data["frame_index"][rows]])
+    np.testing.assert_allclose(roots, data["world_transl"][rows] * 100, atol=0.01)

@@ -224,6 +224,28 @@ def summarize(per_seed: dict[str, dict[str, list[dict]]]) -> dict:
     return summary
 
 
+TABLE_COLUMNS = [("height_err_m", "camera height error (m)", 1.0, 3), ("pitch_err_deg", "pitch error (deg)", 1.0, 2),
+                 ("roll_err_deg", "roll error (deg)", 1.0, 2), ("skate_mm", "skating (mm/frame)", 1.0, 1),
+                 ("true_skate_mm", "truth's own skating", 1.0, 1), ("own_contact_skate_mm", "skating, own contacts", 1.0, 1),
+                 ("contact_precision", "contact precision", 1.0, 2), ("contact_recall", "contact recall", 1.0, 2),
+                 ("w_abs_mm", "W-abs (mm)", 1.0, 0), ("w_mpjpe_mm", "W-MPJPE100 (mm)", 1.0, 0),
+                 ("wa_mpjpe_mm", "WA-MPJPE100 (mm)", 1.0, 0)]
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as a markdown table: one row per way, mean +- std over seeds."""
+    ways = [w for w in ("perfect-bodies", "offline", "offline+lock", "live", "live+lock") if w in summary]
+    lines = ["| way | " + " | ".join(title for _, title, _, _ in TABLE_COLUMNS) + " |",
+             "| --- |" + " --- |" * len(TABLE_COLUMNS)]
+    for way in ways:
+        cells = []
+        for key, _, scale, digits in TABLE_COLUMNS:
+            value = summary[way].get(key)
+            cells.append("" if value is None else f"{value['mean'] * scale:.{digits}f} ± {value['std'] * scale:.{digits}f}")
+        lines.append(f"| {way} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("truth", nargs="+", help="ground-truth clips (RENDER_DIR/clip_NNN.npz)")
@@ -256,8 +278,7 @@ def main(argv=None) -> int:
             f" skate {clip[way].get('skate_mm') or float('nan'):.1f} (true {clip[way].get('true_skate_mm') or float('nan'):.1f})"
             f" WA {clip[way].get('wa_mpjpe_mm') or float('nan'):.0f}" for way in WAYS), flush=True)
     summary = summarize(per_seed)
-    for way, metrics in summary.items():
-        print(way + ": " + ", ".join(f"{k} {v['mean']:.3g} +- {v['std']:.2g}" for k, v in metrics.items()))
+    print(markdown_table(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({"clips": clips, "summary": summary}, indent=1))
     return 0

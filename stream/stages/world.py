@@ -12,15 +12,12 @@ from stream.frames import Packet
 from stream.pipeline import LIVE, PipelineContext, Stage
 from stream.world import FloorEstimator, WorldTracker, blend_floors, feet_seen, foot_vertex_indices
 
-# Offline, each frame waits for later frames: its floor is fitted on them too, and its feet's
-# speeds come from both neighbours. It waits for as many as fit in WORLD_HOLD_BYTES of images,
-# between WORLD_LAG_FRAMES (2 s at 30 fps) and WORLD_MAX_LAG_FRAMES (10 s; 640x480: 270 MB).
+# Offline, each frame waits for this many later frames (2 s at 30 fps): its floor is fitted on
+# them too, and its feet's speeds come from both neighbours.
 WORLD_LAG_FRAMES = 60
-WORLD_MAX_LAG_FRAMES = 300
-WORLD_HOLD_BYTES = 512 << 20
-# Live, the published floor moves toward each refit with this time constant (seconds), so that
-# the world frame glides instead of jumping.
-LIVE_FLOOR_TIME_S = 1.0
+# The published floor moves toward each refit with this time constant (seconds), so that the
+# world frame glides instead of jumping.
+FLOOR_GLIDE_S = 1.0
 
 
 class WorldStage(Stage):
@@ -30,12 +27,11 @@ class WorldStage(Stage):
     (1 = on the floor; left, right). Before the floor is known (about the first second with
     someone standing or walking) they stay None.
 
-    Live: causal, no frame held (each frame uses the floor fitted on the frames up to it, which
-    glides toward each refit with time constant LIVE_FLOOR_TIME_S). Offline: each frame is held
-    until ``lag_frames`` later ones have come (default: as many as fit in WORLD_HOLD_BYTES of
-    images, 60 to 300), so its floor is fitted on them too, and its feet's speeds come from both
-    neighbours; the frames still held at the end get the floor of the whole clip. A new
-    timeline releases what is held and starts over (the camera may have moved).
+    The published floor glides toward each refit (time constant FLOOR_GLIDE_S) instead of
+    jumping. Live: causal, no frame held (each frame uses the frames up to it). Offline: each
+    frame is held until ``lag_frames`` later ones have come (2 s at 30 fps), so its floor is
+    fitted on them too, and its feet's speeds come from both neighbours. A new timeline
+    releases what is held and starts over (the camera may have moved).
 
     body_model: gives the foot vertices (the soles); without it the ankle and foot joints are used.
     lock_feet: shift the world root so that contact feet do not slide (:class:`stream.world.WorldTracker`).
@@ -46,7 +42,7 @@ class WorldStage(Stage):
     outputs = ("world",)
     budget_ms = 5.0
 
-    def __init__(self, body_model=None, lock_feet: bool = False, lag_frames: int | None = None):
+    def __init__(self, body_model=None, lock_feet: bool = False, lag_frames: int = WORLD_LAG_FRAMES):
         self.lock_feet = lock_feet
         self.lag_frames = lag_frames
         self.estimator = FloorEstimator()
@@ -57,9 +53,9 @@ class WorldStage(Stage):
                                                         if hasattr(body_model.lbs_weights, "detach")
                                                         else body_model.lbs_weights))
         self._held: deque[Packet] = deque()
-        self._lag: int | None = self.lag_frames
+        self._lag = self.lag_frames
         self._live = False
-        self._published = None  # live: the floor as published (gliding toward the fits)
+        self._published = None  # the floor as published (gliding toward the fits)
         self._published_t_s = 0.0
 
     def open(self, context: PipelineContext) -> None:
@@ -81,9 +77,6 @@ class WorldStage(Stage):
                 self.estimator.reset()
                 self.tracker.reset()
                 self._published = None
-            if self._lag is None:
-                image_bytes = max(int(packet.frame.image.nbytes), 1)
-                self._lag = int(np.clip(WORLD_HOLD_BYTES // image_bytes, WORLD_LAG_FRAMES, WORLD_MAX_LAG_FRAMES))
             size = packet.intrinsics or packet.frame  # the image the keypoints are on (replays have no image)
             self.estimator.observe(packet.frame.t_s, [(p.track_id, p.joints, self._foot_vertices(p),
                                                        feet_seen(p.keypoints, size.width, size.height))
@@ -105,9 +98,9 @@ class WorldStage(Stage):
         packet = self._held.popleft()
         t_s = packet.frame.t_s
         floor = self.estimator.floor
-        if self._live and floor is not None:
+        if floor is not None:
             if self._published is not None and t_s > self._published_t_s:
-                weight = 1.0 - math.exp(-(t_s - self._published_t_s) / LIVE_FLOOR_TIME_S)
+                weight = 1.0 - math.exp(-(t_s - self._published_t_s) / FLOOR_GLIDE_S)
                 floor = blend_floors(self._published, floor, weight)
             self._published, self._published_t_s = floor, t_s
         packet.floor = floor
