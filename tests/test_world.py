@@ -232,3 +232,11 @@ def test_process_on_the_sample_clip_writes_world_fields_to_the_results(tmp_path)
     rows = np.flatnonzero(data["track_id"] == main)
     roots = np.array([[float(v) for v in motion[f].split()[:3]] for f in data["frame_index"][rows]])
     np.testing.assert_allclose(roots, data["world_transl"][rows] * 100, atol=0.01)
+
+
+def test_lock_feet_without_the_world_frame_is_refused_in_one_line():
+    from stream.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="--lock-feet needs the world frame"):
+        Config(lock_feet=True, world=False)
+    assert Config().world and not Config().lock_feet
