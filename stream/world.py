@@ -201,9 +201,8 @@ class FloorEstimator:
     the person's other foot is kept as a floor sample (the last ``max_samples``). The "up" prior
     is the mean direction from the soles to the neck (people stand), without roll by default
     (:attr:`up_prior`); the samples override it where they spread more than about
-    sqrt(prior_m2) (:func:`fit_floor`). :attr:`floor` is refitted
-    (:func:`fit_floor`) every ``refit_every`` observed frames once ``min_samples`` are in;
-    it is None before.
+    sqrt(prior_m2). :attr:`floor` is refitted (:func:`fit_floor`) every ``refit_every``
+    observed frames once ``min_samples`` are in; it is None before.
     """
 
     def __init__(self, max_samples: int = 6000, min_samples: int = 30, refit_every: int = 10,
@@ -221,7 +220,6 @@ class FloorEstimator:
         self._up_sum = np.zeros(3)
         self._previous: dict[int, tuple[float, np.ndarray]] = {}
         self._since_fit = 0
-        self._fitted_on = 0
         self.floor: Floor | None = None
 
     @property
@@ -265,6 +263,8 @@ class FloorEstimator:
             for side in range(2):
                 if seen[side] and speed[side] < self.still_speed and heights[side] < heights.min() + 0.05:
                     self.samples.append(soles[side])
+        for gone in [k for k, (seen_s, _) in self._previous.items() if t_s - seen_s > 2.0]:
+            del self._previous[gone]
         self._since_fit += 1
         if len(self.samples) >= self.min_samples and (self.floor is None or self._since_fit >= self.refit_every):
             self.refit()
@@ -276,10 +276,6 @@ class FloorEstimator:
         self.floor = fit_floor(np.asarray(self.samples), self.up_prior, prior_m2=self.prior_m2)
         self._since_fit = 0
         return self.floor
-
-    def forget_tracks(self, keep: set[int]) -> None:
-        for track_id in [t for t in self._previous if t not in keep]:
-            del self._previous[track_id]
 
 
 @dataclass
