@@ -240,3 +240,19 @@ def test_lock_feet_without_the_world_frame_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="--lock-feet needs the world frame"):
         Config(lock_feet=True, world=False)
     assert Config().world and not Config().lock_feet
+
+
+def test_the_world_frame_is_the_synthetic_renders_world_when_the_floor_is_exact():
+    """A camera placed as tools/make_synthetic.py places it (at (0, h, 0), aimed at a point
+    straight ahead along -z, no roll): the floor's camera-to-world transform is the renderer's
+    own world (the world frame has no yaw of its own: its z is the camera's back direction)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_synthetic import look_at
+
+    position, target = np.array([0.0, 1.3, 0.0]), np.array([0.0, 0.9, -4.0])
+    world_to_camera = look_at(position, target)
+    floor = Floor(world_to_camera @ np.array([0.0, 1.0, 0.0]), 1.3)
+    rotation, translation = floor.camera_to_world()
+    np.testing.assert_allclose(rotation, world_to_camera.T, atol=1e-12)
+    np.testing.assert_allclose(translation, position, atol=1e-12)
+    assert floor.camera_pitch_deg == pytest.approx(math.degrees(math.atan2(0.4, 4.0)))
