@@ -1,8 +1,8 @@
 """The one place where the chain is built: :func:`compose` turns a :class:`stream.config.Config`
 (and any sinks given from code) into a ready-to-run :class:`Chain`.
 
-    source -> pose -> track -> lift -> smooth -> body -> sinks
-              (engines.pose)     (lifter + fit)          publish (ZeroMQ), results (.npz),
+    source -> pose -> track -> lift -> smooth -> body -> world -> sinks
+              (engines.pose)     (lifter + fit)                   publish (ZeroMQ), results (.npz),
                                                           overlay (.mp4), sinks from code
 
 ``run``, ``process``, ``bench`` and the library (:func:`meshstream.open`) all call it; nothing
@@ -98,14 +98,14 @@ def load_engines(config: Config) -> Engines:
 
 
 def engine_stages(config: Config, engines: Engines) -> list[Stage]:
-    """pose -> track -> lift -> smooth -> body, as the config asks (with ``--pose off``: none)."""
-    from stream.stages import BodyStage, LiftStage, PoseStage, SmoothStage, TrackStage
+    """pose -> track -> lift -> smooth -> body -> world, as the config asks (with ``--pose off``: none)."""
+    from stream.stages import BodyStage, LiftStage, PoseStage, SmoothStage, TrackStage, WorldStage
 
     if config.pose == "off":
         return []
     if engines.lifter is None and not config.refine:
         raise ComposeError("--no-refine needs the learned lifter, which is not available for this body model")
-    return [
+    stages = [
         PoseStage(backend=config.backend, device=config.device, max_people=config.max_people,
                   keep_masks=engines.lifter is not None and config.lifter_shape),
         TrackStage(),
@@ -115,6 +115,9 @@ def engine_stages(config: Config, engines: Engines) -> list[Stage]:
         SmoothStage(config.smoothing, lag_frames=config.smoothing_lag),
         BodyStage(engines.body_model),
     ]
+    if config.world:
+        stages.append(WorldStage(engines.body_model, lock_feet=config.lock_feet))
+    return stages
 
 
 def open_source(config: Config):

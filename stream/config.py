@@ -90,6 +90,10 @@ class Config:
                              choices=SMOOTHING_CHOICES)
     smoothing_lag: int = _option(15, "rts: later frames each frame waits for before it is smoothed",
                                  unit="frames", low=0, high=1000, metavar="FRAMES")
+    world: bool = _option(True, "skip the world frame (floor, camera height and pitch, each person's root motion and "
+                          "foot contacts, y up; for a static camera; docs/world.md)", flag="--no-world", invert=True)
+    lock_feet: bool = _option(False, "keep feet that are on the floor from sliding in the world-frame root motion "
+                              "(results, stream, BVH/GLB; docs/world.md)")
     # Outputs.
     publish: str | None = _option(None, "ZeroMQ address to publish on (tcp://127.0.0.1:5556; tcp://*:5556 for all "
                                   "interfaces)", metavar="ADDR")
@@ -181,6 +185,8 @@ class Config:
         if self.body_model != "open" and not Path(self.body_model).exists():
             raise ConfigError(f"--body-model {self.body_model}: no such file or folder (give SMPL/SMPL-X files, "
                               "or 'open' for the bundled model)")
+        if self.lock_feet and not self.world:
+            raise ConfigError("--lock-feet needs the world frame (drop --no-world)")
         if not self.refine and self.lifter == "off":
             raise ConfigError("--no-refine needs the learned lifter (drop --lifter off)")
         if self.source_name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", self.source_name):

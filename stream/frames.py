@@ -103,6 +103,9 @@ class Person:
     global_orient (3,), body_pose (23, 3): axis-angle radians, camera frame.
     betas (10,); transl (3,) metres, camera frame.
     joints (24, 3) and vertices (V, 3): metres, camera frame.
+    world_transl (3,): the root joint (pelvis) in the world frame of stream.world (metres, y up,
+        floor at y = 0); world_orient (3,): the root's orientation there, axis-angle radians;
+        foot_contact (2,) float32: 1 where the left, right foot is on the floor (docs/world.md).
     """
 
     track_id: int = -1
@@ -118,6 +121,9 @@ class Person:
     transl: np.ndarray | None = None
     joints: np.ndarray | None = None
     vertices: np.ndarray | None = None
+    world_transl: np.ndarray | None = None
+    world_orient: np.ndarray | None = None
+    foot_contact: np.ndarray | None = None
 
 
 @dataclass
@@ -127,10 +133,12 @@ class Packet:
     people: filled by the pose stage and refined by later stages.
     intrinsics: the camera the bodies are placed with (given by the user, or from the field of
         view), filled by the pipeline for every frame.
+    floor: the floor and camera pose found by the world stage (stream.world.Floor), or None.
     stage_ms: how long each stage spent on this frame, milliseconds.
     """
 
     frame: Frame
     people: list[Person] = field(default_factory=list)
     intrinsics: Intrinsics | None = None
+    floor: object | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)

@@ -67,6 +67,10 @@ PERSON_ARRAYS: dict[str, PersonArray] = {
     "transl": PersonArray((3,), "transl", "transl"),
     "joints": PersonArray((24, 3), "joints", "joints"),
     "vertices": PersonArray((None, 3), "vertices", "vertices"),
+    # Revision 1.2: the world frame of a static camera (stream.world, docs/world.md).
+    "world_transl": PersonArray((3,), "world_transl", "world_transl"),
+    "world_orient": PersonArray((3,), "world_orient", "world_orient"),
+    "foot_contact": PersonArray((2,), "foot_contact", "foot_contact"),
 }
 
 
@@ -159,11 +163,15 @@ _CHECKS = {
     "int[]": (lambda x: isinstance(x, list) and all(_is_int(v) for v in x), "a list of integers"),
     "object": (lambda x: isinstance(x, dict), "an object"),
     "list": (lambda x: isinstance(x, list), "a list"),
+    "number[4]": (lambda x: isinstance(x, list) and len(x) == 4 and all(_is_number(v) for v in x),
+                  "a list of 4 numbers"),
+    "number[3x4]": (lambda x: isinstance(x, list) and len(x) == 3 and all(
+        isinstance(r, list) and len(r) == 4 and all(_is_number(v) for v in r) for r in x), "3 lists of 4 numbers"),
 }
 
 FIELD_TYPES: dict[str, dict[str, str]] = {
     "frame": {"seq": "count", "frame_index": "count", "pts_s": "number?", "t_capture_ns": "int",
-              "t_publish_ns": "int", "width": "count", "height": "count", "people": "list"},
+              "t_publish_ns": "int", "width": "count", "height": "count", "people": "list", "world": "object"},
     "meta": {"seq": "count", "keypoint_names": "str[]", "joint_names": "str[]", "parents": "int[]",
              "body_model": "str?", "num_vertices": "count", "has_body": "bool", "intrinsics": "object",
              "source": "object", "stages": "str[]", "meta_interval_s": "number"},
@@ -174,6 +182,8 @@ NESTED_TYPES: dict[str, dict[str, str]] = {
                    "height": "count?"},
     "source": {"name": "str?", "fps": "number?", "width": "count?", "height": "count?", "live": "bool?"},
     "person": {"id": "int", "score": "number", "bbox": "list"},
+    "world": {"floor": "number[4]", "camera_to_world": "number[3x4]", "camera_height_m": "number",
+              "camera_pitch_deg": "number", "camera_roll_deg": "number", "samples": "count"},
 }
 
 
@@ -353,6 +363,9 @@ def frame_message(packet, vertices: bool = True, vertices_dtype: str = "float32"
                     "bbox": [round(float(v), 2) for v in (p.bbox if p.bbox is not None else (0, 0, 0, 0))]}
                    for p in people],
     }
+    floor = getattr(packet, "floor", None)
+    if floor is not None:
+        fields["world"] = floor.as_dict()
     arrays: list[tuple[str, np.ndarray]] = []
     for name, spec in PERSON_ARRAYS.items():
         if name == "keypoints" and not keypoints or name == "vertices" and not vertices:

@@ -25,7 +25,8 @@ import numpy as np
 
 from stream.frames import Frame, Packet, Person
 
-_PERSON_FIELDS = ("global_orient", "body_pose", "betas", "transl", "joints", "vertices")
+_PERSON_FIELDS = ("global_orient", "body_pose", "betas", "transl", "joints", "vertices", "world_transl",
+                  "world_orient", "foot_contact")
 _REQUIRED = ("frame_index", "pts_s", "track_id")
 
 
@@ -55,6 +56,7 @@ def read_result_packets(path: str | os.PathLike) -> list[Packet]:
         meta = {}
     fps = float(meta.get("fps") or 0.0)
     not_computed = set(meta.get("not_computed") or ())
+    floor = floor_from_dict(meta.get("world"))
 
     frame_index = arrays["frame_index"].astype(np.int64)
     rows_by_frame: dict[int, list[int]] = {}
@@ -70,7 +72,8 @@ def read_result_packets(path: str | os.PathLike) -> list[Packet]:
         if pts is None or not np.isfinite(pts):
             pts = index / fps if fps > 0 else None
         people = [_person(arrays, row, not_computed) for row in rows_by_frame.get(index, ())]
-        packets.append(Packet(frame=Frame(index=index, pts_s=pts, t_capture_ns=0, image=blank), people=people))
+        packets.append(Packet(frame=Frame(index=index, pts_s=pts, t_capture_ns=0, image=blank), people=people,
+                              floor=floor))
     return packets
 
 
@@ -110,4 +113,14 @@ def packet_from_message(message) -> Packet:
             if name in message.arrays:
                 setattr(person, name, np.array(message.arrays[name][row], np.float32))
         people.append(person)
-    return Packet(frame=frame, people=people)
+    return Packet(frame=frame, people=people, floor=floor_from_dict(header.get("world")))
+
+
+def floor_from_dict(world: dict | None):
+    """The frame header's (or results meta's) ``world`` object -> stream.world.Floor, or None."""
+    if not isinstance(world, dict) or not isinstance(world.get("floor"), list) or len(world["floor"]) != 4:
+        return None
+    from stream.world import Floor
+
+    *normal, offset = (float(v) for v in world["floor"])
+    return Floor(np.asarray(normal), offset, int(world.get("samples") or 0))

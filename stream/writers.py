@@ -6,8 +6,10 @@ Results (.npz), one row per (frame, person):
     score (N,) float32          bbox (N, 4) float32       keypoints2d (N, 33, 3) float32
     global_orient (N, 3)        body_pose (N, 23, 3)      betas (N, 10)      transl (N, 3)
     joints (N, 24, 3)           vertices (N, V, 3) only with vertices=True
+    world_transl (N, 3)         world_orient (N, 3)       foot_contact (N, 2) (1 = on the floor)
     meta: a JSON string (fps, width, height, intrinsics, body model, version, counts,
-          ``not_computed``: the arrays no stage produced in this run, which hold NaN, and
+          ``not_computed``: the arrays no stage produced in this run, which hold NaN,
+          ``world``: the last floor and camera estimate of the world stage, docs/world.md, and
           ``source_stats``: what the source read and lost, see below)
 
 ``frame_index`` is the frame's number in the input (stream.frames.Frame.index): frames the
@@ -82,11 +84,14 @@ class NpzWriter:
         self.frames = 0
         self._last_flush = time.monotonic()
         self._num_vertices: int | None = None
+        self._floor = None
 
     def add(self, packet: Packet) -> None:
         """Add one frame's people (a frame with nobody adds no row, but is counted)."""
         self.frames += 1
         frame = packet.frame
+        if getattr(packet, "floor", None) is not None:
+            self._floor = packet.floor
         for person in packet.people:
             self._add_person(frame.index, frame.pts_s, person)
         if time.monotonic() - self._last_flush > self.flush_every_s:
@@ -135,6 +140,8 @@ class NpzWriter:
         if self.source_stats is not None:
             stats = self.source_stats
             meta["source_stats"] = stats.as_dict() if hasattr(stats, "as_dict") else stats()
+        if self._floor is not None:
+            meta["world"] = self._floor.as_dict()
         out["meta"] = np.array(json.dumps(meta, default=_json_default))
         return out
 

@@ -17,10 +17,13 @@ CAMERA_FROM_Y_UP = np.diag([1.0, -1.0, -1.0])  # a half turn about x, its own in
 
 
 def process_sample(out: Path, max_frames: int = 20, *options: str) -> Path:
-    """Run the real pipeline on the bundled clip (with extra command-line options): -> a results .npz."""
+    """Run the real pipeline on the bundled clip (with extra command-line options): -> a results .npz.
+
+    Without the world stage (--no-world), so that exports place bodies by the camera frame, which
+    these tests check against the results' joints; tests/test_world.py checks world placement."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, "-m", "stream", "process", str(SAMPLE), "-o", str(out),
-                    "--max-frames", str(max_frames), "--no-progress", *options],
+                    "--max-frames", str(max_frames), "--no-progress", "--no-world", *options],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     return out
 

@@ -144,3 +144,9 @@ def test_cpp_example_decodes_what_the_python_publisher_sends(example_binary):
                         f"v0={v0[0]:.3f},{v0[1]:.3f},{v0[2]:.3f}")
     assert lines[4:] == ["end seq=3 reason=finished"]  # it stops on the end message, not by timeout
     assert "malformed message skipped: array 'keypoints' has 788 bytes, expected 792" in err
+
+
+def test_protocol_doc_lists_the_world_header_object():
+    documented = {row[0] for row in _table_rows("The `world` header object")}
+    assert documented == set(protocol.NESTED_TYPES["world"])
+    assert "| 1 | 1.2 |" in DOC and protocol.FIELD_TYPES["frame"]["world"] == "object"

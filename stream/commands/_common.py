@@ -7,7 +7,7 @@ from stream.cli import UserError
 # The engine options every command that builds a chain offers, in --help order.
 ENGINE_OPTIONS = ["device", "backend", "body_model", "threads", "max_people", "pose", "fov_deg", "max_side",
                   "smoothing", "smoothing_lag", "fit_iterations", "fit_tolerance", "fit_anchor", "lifter",
-                  "lifter_shape", "refine"]
+                  "lifter_shape", "refine", "world", "lock_feet"]
 
 
 def add_engine_arguments(parser) -> None:

@@ -15,8 +15,10 @@ The file, for a run at ``fps`` frames per second:
   ``Xposition Yposition Zposition Zrotation Xrotation Yrotation``, every other joint three
   ``Zrotation Xrotation Yrotation`` (intrinsic: R = Rz Rx Ry); leaf joints (head, hands, feet)
   end in an End Site half their bone's length further along it;
-- axes: y up, the rest pose facing +z (the person's left at +x), the camera at the origin
-  looking along -z: meshstream's camera frame turned half a turn about x;
+- axes: y up, the rest pose facing +z (the person's left at +x); a person with world-frame
+  root motion in every frame (the world stage, docs/world.md) is placed in that world: floor
+  at y = 0, the camera at (0, h, 0) looking along -z, tilted by its pitch; otherwise the camera
+  is at the origin looking along -z: meshstream's camera frame turned half a turn about x;
 - units: centimetres (``units="cm"``, the usual BVH unit) or metres (``units="m"``);
 - frames: frame k is the video's frame k, from frame 0 to the last frame with anyone in it;
   ``Frame Time`` is 1/fps. Frames between two sightings of a person are interpolated (slerp,

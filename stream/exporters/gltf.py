@@ -15,8 +15,10 @@ The file holds, for each person (the longest track first):
   first and after the last key it holds the end pose.
 
 The scene's extras record the video's frame rate (``{"fps": 30.0}``). Axes and units are
-glTF's: metres, y up; the world is meshstream's camera frame turned half a
-turn about x, so the camera sits at the origin looking along -z. Vertex positions come from
+glTF's: metres, y up; a person with world-frame root motion in every frame (the world stage,
+docs/world.md) is placed in that world (floor at y = 0, the camera at (0, h, 0) looking along
+-z, tilted by its pitch); otherwise the world is meshstream's camera frame turned half a turn
+about x, so the camera sits at the origin looking along -z. Vertex positions come from
 the body model without pose correctives (skinning weights only), which is exact for the open
 model (it has none).
 """

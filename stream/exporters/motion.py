@@ -2,8 +2,10 @@
 
 A :class:`TrackMotion` is one tracked person over the frames where they were seen: their body
 values in meshstream's camera frame (OpenCV: x right, y down, z forward; metres) and one shape.
-The exporters turn it into a y-up animation (:data:`Y_UP_FROM_CAMERA`) on that person's own
-skeleton (:func:`rest_skeleton`).
+The exporters turn it into a y-up animation on that person's own skeleton
+(:func:`rest_skeleton`): in the world frame of the world stage (stream.world: y up, floor at
+y = 0, the camera above the origin) when every frame of the person has it, else the camera
+frame turned half a turn about x (:data:`Y_UP_FROM_CAMERA`, the camera at the origin).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class TrackMotion:
     frame_index (F,) int64: video frame numbers; global_orient (F, 3) and body_pose (F, 23, 3):
     axis-angle radians, camera frame; betas (10,): the track's shape (median over its frames);
     pelvis (F, 3) metres, camera frame: the root joint's position; joints (F, 24, 3) metres,
-    camera frame, as published (NaN where unknown).
+    camera frame, as published (NaN where unknown); world_orient (F, 3) axis-angle and
+    world_root (F, 3) metres: the root's orientation and position in the world frame
+    (stream.world), or None when some frame lacks them.
     """
 
     track_id: int
@@ -50,6 +54,8 @@ class TrackMotion:
     betas: np.ndarray
     pelvis: np.ndarray
     joints: np.ndarray
+    world_orient: np.ndarray | None = None
+    world_root: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -60,6 +66,9 @@ class TrackMotion:
 
         -> Rotation of shape (F*24,), frame-major (reshape matrices to (F, 24, 3, 3)).
         """
+        if self.world_orient is not None:
+            axis_angles = np.concatenate([self.world_orient[:, None], self.body_pose], axis=1).reshape(-1, 3)
+            return Rotation.from_rotvec(axis_angles.astype(np.float64))
         axis_angles = np.concatenate([self.global_orient[:, None], self.body_pose], axis=1).reshape(-1, 3)
         matrices = Rotation.from_rotvec(axis_angles.astype(np.float64)).as_matrix().reshape(-1, 24, 3, 3)
         matrices[:, 0] = Y_UP_FROM_CAMERA @ matrices[:, 0]
@@ -67,6 +76,8 @@ class TrackMotion:
 
     def root_positions(self) -> np.ndarray:
         """(F, 3) float64 metres: the pelvis in the y-up world."""
+        if self.world_root is not None:
+            return self.world_root.astype(np.float64)
         return self.pelvis.astype(np.float64) @ Y_UP_FROM_CAMERA.T
 
     def dense(self, first_frame: int, last_frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,9 +168,11 @@ class MotionCollector:
             values = [getattr(person, name) for name in BODY_VALUES]
             if any(v is None for v in values) or not all(np.isfinite(np.asarray(v, np.float64)).all() for v in values):
                 continue
-            self.add_row(index, int(person.track_id), *values, person.joints)
+            self.add_row(index, int(person.track_id), *values, person.joints,
+                         getattr(person, "world_orient", None), getattr(person, "world_transl", None))
 
-    def add_row(self, frame_index: int, track_id: int, global_orient, body_pose, betas, transl, joints=None) -> None:
+    def add_row(self, frame_index: int, track_id: int, global_orient, body_pose, betas, transl, joints=None,
+                world_orient=None, world_root=None) -> None:
         rows = self._rows.setdefault(track_id, {})
         if frame_index in rows:
             if track_id < 0 and not self._warned_untracked:
@@ -169,10 +182,14 @@ class MotionCollector:
             return
         # float32, as the pipeline makes them: an hour at 30 fps is about 70 MB a person.
         joints = np.full((24, 3), np.nan, np.float32) if joints is None else np.asarray(joints, np.float32).reshape(24, 3)
+        world = np.full(6, np.nan, np.float32)  # world orientation and root, NaN where unknown
+        if world_orient is not None and world_root is not None:
+            world = np.concatenate([np.asarray(world_orient, np.float32).reshape(3),
+                                    np.asarray(world_root, np.float32).reshape(3)])
         rows[frame_index] = (np.asarray(global_orient, np.float32).reshape(3),
                              np.asarray(body_pose, np.float32).reshape(23, 3),
                              np.asarray(betas, np.float32).reshape(10),
-                             np.asarray(transl, np.float32).reshape(3), joints)
+                             np.asarray(transl, np.float32).reshape(3), joints, world)
         self.first_frame = frame_index if self.first_frame is None else min(self.first_frame, frame_index)
         self.last_frame = frame_index if self.last_frame is None else max(self.last_frame, frame_index)
 
@@ -181,15 +198,17 @@ class MotionCollector:
         out = []
         for track_id, rows in self._rows.items():
             frames = sorted(rows)
-            global_orient, body_pose, betas, transl, joints = (np.stack(a).astype(np.float64)
-                                                               for a in zip(*(rows[f] for f in frames)))
+            global_orient, body_pose, betas, transl, joints, world = (np.stack(a).astype(np.float64)
+                                                                      for a in zip(*(rows[f] for f in frames)))
+            has_world = bool(np.isfinite(world).all())
             shape = np.median(betas, axis=0)
             # The root joint is the pelvis: rest position of the frame's shape plus transl.
             unique, inverse = np.unique(betas, axis=0, return_inverse=True)
             rest_pelvis = rest_skeleton(body_model, unique)[:, 0]
             pelvis = rest_pelvis[np.asarray(inverse).reshape(-1)] + transl
             out.append(TrackMotion(track_id, np.asarray(frames, np.int64), global_orient, body_pose,
-                                   shape, pelvis, joints))
+                                   shape, pelvis, joints, world[:, :3] if has_world else None,
+                                   world[:, 3:] if has_world else None))
         out.sort(key=lambda t: (-t.num_frames, t.track_id))
         return out
 
@@ -228,12 +247,14 @@ def read_results(path: str | os.PathLike) -> ResultsMotion:
                           "it is needed for the animation's frame time")
     collector = MotionCollector()
     joints = arrays.get("joints")
+    world_orient, world_root = arrays.get("world_orient"), arrays.get("world_transl")
     for row in range(len(arrays["frame_index"])):
         values = [arrays[name][row] for name in BODY_VALUES]
         if not all(np.isfinite(v).all() for v in values):
             continue
+        world = (None, None) if world_orient is None or world_root is None else (world_orient[row], world_root[row])
         collector.add_row(int(arrays["frame_index"][row]), int(arrays["track_id"][row]), *values,
-                          None if joints is None else joints[row])
+                          None if joints is None else joints[row], *world)
     return ResultsMotion(collector, float(fps), meta)
 
 

@@ -1,6 +1,6 @@
 """The pipeline's stages, in flow order; :func:`stream.compose.compose` wires them.
 
-    source -> pose -> track -> lift -> smooth -> body -> sinks (publish, writers)
+    source -> pose -> track -> lift -> smooth -> body -> world -> sinks (publish, writers)
 
 Each module holds one stage and is readable alone.
 """
@@ -11,6 +11,7 @@ from stream.stages.pose import PoseStage
 from stream.stages.sinks import PublishOptions, PublishStage, WriterStage
 from stream.stages.smooth import SmoothStage
 from stream.stages.track import TrackStage
+from stream.stages.world import WorldStage
 
-__all__ = ["PoseStage", "TrackStage", "LiftStage", "BodyReconstructor", "SmoothStage", "BodyStage",
+__all__ = ["PoseStage", "TrackStage", "LiftStage", "BodyReconstructor", "SmoothStage", "BodyStage", "WorldStage",
            "PublishOptions", "PublishStage", "WriterStage"]

@@ -20,7 +20,9 @@ written as DIR/<clip>.mp4 (H.264 via PyAV) and DIR/<clip>.npz, the ground truth,
         [i, i+1)) and visibility 1/0 (inside the frame and not hidden by a surface more than
         OCCLUSION_TOLERANCE_M in front of it)
     masks (N, H, W) bool: the pixels where this person is the visible surface
-    intrinsics (3, 3) float32; meta: JSON (fps, width, height, intrinsics, body_model, ...)
+    intrinsics (3, 3) float32; meta: JSON (fps, width, height, intrinsics, body_model, camera:
+        height_m, world_to_camera (3, 3) rotation and position_m (3,) in the world frame: y up,
+        floor at y = 0, ...)
 
 People are listed in every frame, also when outside the view (their keypoints are then all
 invisible, and `meshstream eval` ignores them). Motions come from a clip list (one CMU trial per
@@ -406,7 +408,9 @@ class SyntheticRenderer:
                 "seed": self.args.seed, "clip": name, "pixel_convention": "pixel i covers [i, i+1)",
                 "people": [{"track_id": p.track_id, "motion": p.motion, "start_frame": p.start} for p in people],
                 "camera": {"hfov_deg": scene["hfov_deg"], "height_m": scene["camera_height_m"],
-                           "distance_m": scene["distance_m"]},
+                           "distance_m": scene["distance_m"],
+                           "world_to_camera": np.asarray(scene["world_to_camera"]).tolist(),
+                           "position_m": np.asarray(scene["camera_position"]).tolist()},
                 "light_dir": scene["light_dir"].tolist(), "ambient": scene["ambient"]}
         np.savez_compressed(
             out_dir / f"{name}.npz",
