@@ -429,11 +429,6 @@ class MeshOverlay:
         if self.backend == "gl":
             self.backend = "auto"
 
-    def _check_thread(self) -> None:
-        if threading.get_ident() != self._thread:
-            # EGL contexts are current in one thread: move this one to the caller's.
-            self._ctx.__enter__()
-    
     def _projected_box(self, vertices: np.ndarray) -> tuple[int, int, int, int] | None:
         if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.isfinite(vertices).all():
             return None

@@ -246,8 +246,7 @@ def test_the_world_frame_is_the_synthetic_renders_world_when_the_floor_is_exact(
     """A camera placed as tools/make_synthetic.py places it (at (0, h, 0), aimed at a point
     straight ahead along -z, no roll): the floor's camera-to-world transform is the renderer's
     own world (the world frame has no yaw of its own: its z is the camera's back direction)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    from make_synthetic import look_at
+    from meshstream_tools.make_synthetic import look_at
 
     position, target = np.array([0.0, 1.3, 0.0]), np.array([0.0, 0.9, -4.0])
     world_to_camera = look_at(position, target)
