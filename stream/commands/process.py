@@ -7,6 +7,7 @@ examples:
   meshstream process video.mp4 -o out.npz
   meshstream process video.mp4 -o out.npz --render out.mp4 --max-people 2
   meshstream process frames/ -o out.npz --fov 75 --config offline.toml
+  meshstream process --ray archive/ more/*.mp4 -o results/     on a Ray cluster (docs/SCALING.md)
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ def add_arguments(parser) -> None:
     from stream.commands._common import add_engine_arguments
     from stream.config import add_arguments as add_options
 
-    parser.add_argument("source", metavar="INPUT", help="video file, image, or folder of images")
+    parser.add_argument("source", metavar="INPUT", nargs="+",
+                        help="video file, image, or folder of images (with --ray: any number of video files, "
+                             "folders of videos and glob patterns)")
     add_options(parser, OPTIONS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(parser)
+    from stream.distributed.command import add_archive_arguments
+
+    add_archive_arguments(parser)
 
 
 def run(args) -> int:
@@ -35,6 +41,14 @@ def run(args) -> int:
     from stream.commands._common import build_chain, config_from_args, stop_on_sigterm
     from stream.pipeline import OFFLINE, PipelineError
 
+    if args.ray is not None:
+        from stream.distributed.command import process_on_ray
+
+        return process_on_ray(args)
+    if len(args.source) > 1:
+        raise UserError(f"{len(args.source)} inputs given: process takes one, or any number with --ray "
+                        "(a local Ray on this machine when no address follows it; docs/SCALING.md)")
+    args.source = args.source[0]
     config = config_from_args(args, report_every_s=0.0)
     if config.results is None:
         raise UserError("give a results file: -o OUT.npz")

@@ -1,0 +1,415 @@
+"""Whole video archives on a Ray cluster: one task per video on a pool of worker actors.
+
+    jobs = find_videos(["archive/", "extra/*.mp4"], "out/")          # what to do, where it goes
+    summary = process_archive(jobs, "out/", Config(max_people=2), address=None, workers=2)
+
+- Each worker is a Ray actor that loads the body model and the lifter once (``Engines``) and then
+  runs one chain per video, built by :func:`stream.compose.compose` from the base config with
+  ``source`` and ``results`` (and ``render``) replaced.
+- Outputs are written under a hidden staging name next to their final place
+  (``out/.clip.npz.<token>.partial.npz``) and renamed into place only when the whole video is
+  done; then the driver appends the video's line to ``out/manifest.jsonl``. A file without its
+  manifest line (a worker killed after the rename, the driver killed before the line) counts
+  as not done, so a killed worker never leaves a file that looks complete.
+- A worker that dies (its process killed, its node lost) is replaced; its video goes back to
+  the queue and runs again on another worker, at most ``retries`` more times. A video whose
+  run fails is retried the same way, except when its input cannot be opened at all (that
+  error is reported at once). Videos still failing are reported with their last error.
+- Rerunning skips every video whose manifest line says done with the same input (size,
+  modification time) and the same options, and whose outputs are still there.
+- One progress bar counts frames over all workers (each worker reports to a small progress
+  actor twice a second).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.config import Config
+from stream.distributed import DistributedError, cluster_resources, connect
+
+log = logging.getLogger("meshstream.archive")
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv")
+MANIFEST_NAME = "manifest.jsonl"
+STAGING_MARK = ".partial"
+# Options that say where a run reads and writes, not how it computes: left out of the fingerprint.
+_PLACE_OPTIONS = ("source", "results", "render", "bvh", "glb", "vmc", "stats_json", "report_every_s", "publish",
+                  "threads")
+
+
+@dataclass
+class VideoJob:
+    """One video of an archive.
+
+    key: its name inside the output folder without extension (``sub/clip``), unique in a run.
+    outputs: final output paths by kind ("results": .npz, "render": .mp4).
+    """
+
+    key: str
+    source: str
+    outputs: dict[str, str]
+    frames: int | None = None
+    size: int = 0
+    mtime_ns: int = 0
+
+    def identity(self) -> dict:
+        return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+@dataclass
+class ArchiveSummary:
+    """What a run did: lists of manifest records (dicts) and the totals."""
+
+    done: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    workers: int = 0
+    worker_load_s: list[float] = field(default_factory=list)
+    lost_workers: int = 0
+
+    @property
+    def videos_per_minute(self) -> float:
+        return 60.0 * len(self.done) / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def format(self) -> str:
+        frames = sum(r.get("frames", 0) for r in self.done)
+        lines = [f"done {len(self.done)}, failed {len(self.failed)}, skipped {len(self.skipped)} (already done) "
+                 f"in {self.wall_s:.1f} s with {self.workers} workers: {self.videos_per_minute:.2f} videos/min, "
+                 f"{frames} frames; workers lost and replaced: {self.lost_workers}"]
+        if self.worker_load_s:
+            lines.append(f"model load per worker: {min(self.worker_load_s):.1f}-{max(self.worker_load_s):.1f} s")
+        for record in self.failed:
+            lines.append(f"  failed: {record['source']} after {record['attempts']} attempts: {record['error']}")
+        return "\n".join(lines)
+
+
+# 1. What to do --------------------------------------------------------------------------------------
+
+def find_videos(inputs: list[str], output_dir: str | os.PathLike, render: bool = False) -> list[VideoJob]:
+    """The videos named by ``inputs`` (files, folders searched recursively for video files, glob
+    patterns) and where each one's outputs go in ``output_dir``: ``clip.npz`` (and ``clip.mp4``
+    with ``render``), a folder's subfolders mirrored. DistributedError when an input matches
+    nothing or two inputs would write the same output."""
+    out = Path(output_dir)
+    found: list[tuple[Path, str]] = []  # (video, key)
+    for spec in inputs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not videos:
+                raise DistributedError(f"{spec}: no video files in this folder (looked for {', '.join(VIDEO_EXTENSIONS)})")
+            found += [(p, str(p.relative_to(path).with_suffix(""))) for p in videos]
+        elif path.is_file():
+            found.append((path, path.stem))
+        elif glob.has_magic(spec):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise DistributedError(f"{spec}: the pattern matches no file")
+            found += [(p, p.stem) for p in matches]
+        else:
+            raise DistributedError(f"{spec}: no such file or folder (give video files, folders or glob patterns)")
+    jobs: dict[str, VideoJob] = {}
+    for video, key in found:
+        resolved = str(video.resolve())
+        if key in jobs:
+            if jobs[key].source == resolved:
+                continue  # named twice
+            raise DistributedError(f"{jobs[key].source} and {resolved} would both write {out / key}.npz: "
+                                   "rename one, or process them into different folders")
+        outputs = {"results": str(out / f"{key}.npz")}
+        if render:
+            outputs["render"] = str(out / f"{key}.mp4")
+        if any(os.path.realpath(p) == resolved for p in outputs.values()):
+            raise DistributedError(f"{resolved} is an input and would be an output: choose another output folder")
+        stat = video.stat()
+        jobs[key] = VideoJob(key, resolved, outputs, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return list(jobs.values())
+
+
+def count_frames(path: str) -> int | None:
+    """The frame count the video's header gives (None when it gives none or cannot be read)."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            frames = container.streams.video[0].frames
+            return int(frames) or None
+    except Exception:  # noqa: BLE001 - a bad file is the worker's to report
+        return None
+
+
+def options_fingerprint(config: Config) -> str:
+    """A short hash of the options that change results (not where they are read or written)."""
+    values = {k: v for k, v in config.as_dict().items() if k not in _PLACE_OPTIONS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# 2. The manifest -----------------------------------------------------------------------------------
+
+class Manifest:
+    """``manifest.jsonl`` in the output folder: one JSON line per finished or failed video,
+    appended by the driver only (one writer), flushed and synced line by line. The last line
+    of a key wins."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / MANIFEST_NAME
+
+    def records(self) -> dict[str, dict]:
+        latest: dict[str, dict] = {}
+        if not self.path.exists():
+            return latest
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+                if isinstance(record, dict) and "key" in record:
+                    latest[record["key"]] = record
+        return latest
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def is_done(self, job: VideoJob, fingerprint: str, records: dict[str, dict]) -> bool:
+        record = records.get(job.key)
+        return (record is not None and record.get("status") == "done" and record.get("source") == job.source
+                and record.get("input") == job.identity() and record.get("options") == fingerprint
+                and all(Path(p).exists() for p in job.outputs.values()))
+
+
+def staged_path(final: str, token: str) -> str:
+    """Where an output is written until it is complete: hidden, next to its final place, with the
+    same extension (``out/.clip.npz.<token>.partial.npz``)."""
+    p = Path(final)
+    return str(p.with_name(f".{p.name}.{token}{STAGING_MARK}{p.suffix}"))
+
+
+def remove_staged(job: VideoJob) -> int:
+    """Delete what killed attempts left of this job's outputs; returns how many files."""
+    removed = 0
+    for final in job.outputs.values():
+        p = Path(final)
+        for leftover in p.parent.glob(f".{glob.escape(p.name)}.*{STAGING_MARK}*"):
+            try:
+                leftover.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+# 3. The workers -------------------------------------------------------------------------------------
+
+class VideoWorker:
+    """A Ray actor: the models loaded once, then one chain per video (:meth:`process`)."""
+
+    def __init__(self, config: dict, progress=None):
+        logging.basicConfig(level=logging.WARNING)
+        from stream.compose import Engines, load_body_model, load_lifter
+
+        t0 = time.perf_counter()
+        self.config = Config(**config)
+        body_model = load_body_model(self.config)
+        lifter = load_lifter(self.config, body_model) if self.config.pose != "off" else None
+        self.engines = Engines(body_model, lifter)
+        self.load_s = time.perf_counter() - t0
+        self.progress = progress
+
+    def describe(self) -> dict:
+        import socket
+
+        return {"pid": os.getpid(), "host": socket.gethostname(), "load_s": self.load_s}
+
+    def process(self, job: VideoJob, attempt: int) -> dict:
+        """Run one video to its staged outputs, rename them into place; returns the video's record
+        (status "done", or "failed" with the error and whether another attempt could help)."""
+        from stream.compose import ComposeError, compose
+        from stream.config import ConfigError
+        from stream.pipeline import OFFLINE
+
+        token = uuid.uuid4().hex[:12]
+        staged = {kind: staged_path(path, token) for kind, path in job.outputs.items()}
+        t0 = time.perf_counter()
+        frames = 0
+        next_report = time.monotonic() + 0.5
+
+        def count(packet) -> None:
+            nonlocal frames, next_report
+            frames += 1
+            if self.progress is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + 0.5
+                self.progress.report.remote(job.key, attempt, frames)
+
+        record = {"key": job.key, "source": job.source, "attempt": attempt, **self.describe()}
+        try:
+            try:
+                config = self.config.replace(source=job.source, results=staged["results"], render=staged.get("render"))
+                chain = compose(config, engines=self.engines, policy=OFFLINE, on_result=count)
+            except (ComposeError, ConfigError) as exc:
+                return {**record, "status": "failed", "error": str(exc), "retryable": False}
+            t_run = time.perf_counter()
+            chain.run()
+            for kind, path in staged.items():
+                os.replace(path, job.outputs[kind])
+        except Exception as exc:  # noqa: BLE001 - reported with the video, retried by the driver
+            return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "retryable": True}
+        finally:
+            for path in staged.values():
+                for leftover in (path, path + ".partial.npz"):
+                    if os.path.exists(leftover):
+                        os.unlink(leftover)
+        if self.progress is not None:
+            self.progress.report.remote(job.key, attempt, frames)
+        source_stats = chain.source.stats.as_dict()
+        return {**record, "status": "done", "frames": frames, "rows": len(chain.writers["results"]._rows["frame_index"]),
+                "seconds": time.perf_counter() - t0, "setup_s": t_run - t0, "outputs": job.outputs,
+                "truncated": bool(source_stats.get("truncated"))}
+
+
+class Progress:
+    """A Ray actor counting frames per video over the cluster (the latest attempt of each wins)."""
+
+    def __init__(self):
+        self.frames: dict[str, tuple[int, int]] = {}
+
+    def report(self, key: str, attempt: int, frames: int) -> None:
+        if key not in self.frames or attempt >= self.frames[key][0]:
+            self.frames[key] = (attempt, frames)
+
+    def total(self) -> int:
+        return sum(frames for _, frames in self.frames.values())
+
+
+# 4. The driver --------------------------------------------------------------------------------------
+
+def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config: Config, address: str | None = None,
+                    workers: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+                    retries: int = 2, progress_bar: bool = True, local_cpus: int | None = None,
+                    on_start=None) -> ArchiveSummary:
+    """Process ``jobs`` (from :func:`find_videos`) on the Ray cluster at ``address`` (None: a local
+    Ray on this machine with ``local_cpus`` CPUs).
+
+    config: the options of every video (its source and outputs are replaced per video).
+    workers: worker actors (default: as many as the cluster's CPUs (GPUs) allow, at most one per
+        video); each takes ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs.
+    retries: further attempts for a video whose worker died or whose run failed.
+    on_start(worker_actor, job, attempt): called by the driver as each attempt is sent (tests).
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(output)
+    fingerprint = options_fingerprint(config)
+    records = manifest.records()
+    summary = ArchiveSummary()
+    todo = []
+    for job in jobs:
+        if manifest.is_done(job, fingerprint, records):
+            summary.skipped.append(job.key)
+        else:
+            todo.append(job)
+    for job in todo:
+        if remove_staged(job):
+            log.info("%s: removed what an interrupted earlier run left", job.key)
+    if not todo:
+        return summary
+    for job in todo:
+        job.frames = count_frames(job.source)
+        if job.frames and config.max_frames:
+            job.frames = min(job.frames, config.max_frames)
+
+    ray = connect(address, num_cpus=local_cpus)
+    resources = cluster_resources(ray)
+    if workers is None:
+        by_cpu = int(resources["CPU"] // cpus_per_worker) if cpus_per_worker > 0 else len(todo)
+        by_gpu = int(resources["GPU"] // gpus_per_worker) if gpus_per_worker > 0 else len(todo)
+        workers = max(1, min(by_cpu, by_gpu, len(todo)))
+    if cpus_per_worker > resources["CPU"] or gpus_per_worker > resources["GPU"]:
+        raise DistributedError(f"each worker asks for {cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs, but the "
+                               f"cluster has {resources['CPU']:g} CPUs and {resources['GPU']:g} GPUs in all")
+    if config.threads is None:
+        config = config.replace(threads=max(1, int(cpus_per_worker)))
+    base = {k: v for k, v in config.as_dict().items() if k not in ("source", "results", "render")}
+    progress = ray.remote(num_cpus=0)(Progress).remote()
+    worker_class = ray.remote(VideoWorker).options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
+                                                   max_restarts=0, max_task_retries=0)
+
+    def new_worker():
+        return worker_class.remote(base, progress)
+
+    from tqdm import tqdm
+
+    total = sum(job.frames or 0 for job in todo) if all(job.frames for job in todo) else None
+    bar = tqdm(total=total, unit="frame", desc=f"{len(todo)} videos", disable=not progress_bar or None,
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    queue: list[tuple[VideoJob, int, set]] = [(job, 1, set()) for job in todo]  # (job, attempt, workers tried)
+    idle = [new_worker() for _ in range(workers)]
+    summary.workers = workers
+    described: set = set()
+    running: dict = {}  # ObjectRef -> (worker, job, attempt, tried)
+    try:
+        while queue or running:
+            while queue and idle:
+                job, attempt, tried = queue.pop(0)
+                worker = next((w for w in idle if w not in tried), idle[0])  # another worker when there is one
+                idle.remove(worker)
+                if on_start is not None:
+                    on_start(worker, job, attempt)
+                running[worker.process.remote(job, attempt)] = (worker, job, attempt, tried)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            bar.n = ray.get(progress.total.remote())
+            bar.refresh()
+            for ref in ready:
+                worker, job, attempt, tried = running.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the worker's process or node is gone
+                    summary.lost_workers += 1
+                    log.warning("%s: worker lost (%s); a new worker takes its place", job.key, type(exc).__name__)
+                    record = {"key": job.key, "source": job.source, "attempt": attempt, "status": "failed",
+                              "error": f"worker lost: {str(exc).splitlines()[0]}", "retryable": True}
+                    worker = new_worker()
+                else:
+                    if worker not in described:
+                        described.add(worker)
+                        summary.worker_load_s.append(record.get("load_s", float("nan")))
+                idle.append(worker)
+                record.update(input=job.identity(), options=fingerprint)
+                if record["status"] == "done":
+                    manifest.append(record)
+                    summary.done.append(record)
+                elif record.pop("retryable", False) and attempt <= retries:
+                    log.warning("%s: attempt %d failed (%s); trying again", job.key, attempt, record["error"])
+                    remove_staged(job)
+                    queue.append((job, attempt + 1, tried | {worker}))
+                else:
+                    record["attempts"] = attempt
+                    remove_staged(job)
+                    manifest.append(record)
+                    summary.failed.append(record)
+    finally:
+        bar.close()
+        summary.wall_s = time.perf_counter() - t0
+        for worker in idle + [w for w, *_ in running.values()]:
+            ray.kill(worker)
+        ray.kill(progress)
+    return summary
+
+
+__all__ = ["ArchiveSummary", "Manifest", "VideoJob", "find_videos", "process_archive", "staged_path"]
