@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
     from stream.commands._common import add_engine_arguments
     from stream.config import add_arguments as add_options
 
-    parser.add_argument("source", metavar="INPUT", nargs="+",
+    parser.add_argument("source", metavar="INPUT", nargs="*",
                         help="video file, image, or folder of images (with --ray: any number of video files, "
                              "folders of videos and glob patterns)")
     add_options(parser, OPTIONS)
@@ -45,6 +45,8 @@ def run(args) -> int:
         from stream.distributed.command import process_on_ray
 
         return process_on_ray(args)
+    if not args.source:
+        raise UserError("give an input: meshstream process VIDEO -o OUT.npz")
     if len(args.source) > 1:
         raise UserError(f"{len(args.source)} inputs given: process takes one, or any number with --ray "
                         "(a local Ray on this machine when no address follows it; docs/SCALING.md)")

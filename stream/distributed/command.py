@@ -23,6 +23,13 @@ def add_archive_arguments(parser) -> None:
                        help="without an address: the CPUs the local Ray may use (default: all)")
 
 
+def is_ray_address(text: str) -> bool:
+    """Whether ``--ray``'s value is a cluster address ("local", "auto", ray://HOST:PORT, HOST:PORT)."""
+    import re
+
+    return text in ("local", "auto") or "://" in text or re.fullmatch(r"[A-Za-z0-9_.-]+:\d+", text) is not None
+
+
 def process_on_ray(args) -> int:
     """Run ``process`` over many inputs on Ray; prints the summary; exit status 1 when a video failed."""
     import logging
@@ -33,6 +40,11 @@ def process_on_ray(args) -> int:
     from stream.distributed import DistributedError
     from stream.distributed.archive import find_videos, process_archive
 
+    if not is_ray_address(args.ray):  # `--ray clip.mp4 ...`: the first input, not an address
+        args.source.insert(0, args.ray)
+        args.ray = "local"
+    if not args.source:
+        raise UserError("give the inputs: video files, folders of videos or glob patterns")
     if args.results is None:
         raise UserError("give an output folder: -o DIR (with --ray, -o names a folder for one results file per video)")
     for flag, value in (("--bvh", args.bvh), ("--glb", args.glb), ("--vmc", args.vmc), ("--stats-json", args.stats_json)):

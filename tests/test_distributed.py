@@ -1,0 +1,258 @@
+"""meshstream on a local Ray (2 CPUs): archives (`process --ray`) and many live streams (`serve`).
+
+Needs Ray (`make test-ray` installs it); skipped without it. Real worker processes are killed
+with SIGKILL mid-run; results are compared with the single-process chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: `make test-ray` (pip install 'meshstream[ray]')")
+
+from stream_helpers import free_port, meshstream, write_clip  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES_PER_CLIP = 10
+MAX_SIDE = 256
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module, on 2 CPUs (the machine is shared)."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    """Three short clips of people: consecutive pieces of the bundled sample clip."""
+    import av
+    import cv2
+
+    folder = tmp_path_factory.mktemp("clips")
+    with av.open(str(ROOT / "stream" / "assets" / "sample.mp4")) as container:
+        images = []
+        for frame in container.decode(video=0):
+            image = frame.to_ndarray(format="rgb24")
+            images.append(cv2.resize(image, (144, 256)))  # (width, height): the sample is 720 x 1280
+            if len(images) == 3 * FRAMES_PER_CLIP:
+                break
+    return [write_clip(folder / f"clip{k}.mp4", images[k * FRAMES_PER_CLIP:(k + 1) * FRAMES_PER_CLIP], fps=25)
+            for k in range(3)]
+
+
+def _config():
+    from stream.config import Config
+
+    return Config(max_side=MAX_SIDE, max_people=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def single_process_results(clips, tmp_path_factory) -> dict[str, Path]:
+    """Each clip run by the single-process chain (what `meshstream process` does)."""
+    from stream.compose import compose
+
+    folder = tmp_path_factory.mktemp("single")
+    out = {}
+    for clip in clips:
+        out[clip.stem] = folder / f"{clip.stem}.npz"
+        chain = compose(_config().replace(source=str(clip), results=str(out[clip.stem])))
+        chain.run()
+    return out
+
+
+def _assert_same_results(path: Path, reference: Path) -> None:
+    got, want = np.load(path), np.load(reference)
+    assert json.loads(str(got["meta"]))["frames"] == FRAMES_PER_CLIP
+    assert set(got.files) == set(want.files)
+    for name in want.files:
+        if name == "meta":
+            continue
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".partial" in p.name]
+
+
+def test_archive_command_reports_a_broken_video_and_skips_the_done_ones(clips, single_process_results, tmp_path):
+    out = tmp_path / "out"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    # A file whose output exists but has no manifest line (a worker killed after the rename) is redone.
+    out.mkdir()
+    (out / "clip1.npz").write_bytes(b"left by a killed worker")
+    (out / ".clip2.npz.0123456789ab.partial.npz").write_bytes(b"half written")
+    options = ["--max-side", str(MAX_SIDE), "--max-people", "1", "--threads", "1", "--no-progress"]
+    run = meshstream("process", "--ray", "--local-cpus", "2", "--workers", "1", str(clips[1]), str(clips[2]),
+                     str(broken), "-o", str(out), *options, timeout=400)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "done 2, failed 1, skipped 0" in run.stdout
+    assert f"failed: {broken.resolve()} after 1 attempts: cannot read" in run.stdout
+    for key in ("clip1", "clip2"):
+        _assert_same_results(out / f"{key}.npz", single_process_results[key])
+    assert _leftovers(out) == []
+    records = {r["key"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert records["broken"]["status"] == "failed" and records["clip1"]["status"] == "done"
+
+    rerun = meshstream("process", "--ray", "--local-cpus", "2", str(clips[1]), str(clips[2]), "-o", str(out),
+                       *options, timeout=200)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "done 0, failed 0, skipped 2" in rerun.stdout
+
+
+def test_archive_survives_a_killed_worker_and_matches_the_single_process_run(local_ray, clips,
+                                                                             single_process_results, tmp_path):
+    from stream.distributed.archive import Manifest, find_videos, process_archive
+
+    out = tmp_path / "out"
+    jobs = find_videos([str(clips[0].parent)], out)
+    assert sorted(j.key for j in jobs) == ["clip0", "clip1", "clip2"]
+    pids: dict = {}
+    killed: list[tuple[str, int]] = []
+
+    def on_start(worker, job, attempt):
+        pids[job.key] = ray.get(worker.describe.remote())["pid"]
+
+        def kill_mid_run():  # the first video's worker, once its chain is running
+            time.sleep(3.0)
+            killed.append((job.key, pids[job.key]))
+            os.kill(pids[job.key], signal.SIGKILL)
+
+        if not killed and not pids.get("_armed"):
+            pids["_armed"] = True
+            threading.Thread(target=kill_mid_run, daemon=True).start()
+
+    summary = process_archive(jobs, out, _config(), workers=2, retries=2, progress_bar=False, on_start=on_start)
+
+    assert len(killed) == 1
+    killed_key, killed_pid = killed[0]
+    assert summary.lost_workers == 1
+    assert summary.failed == []
+    assert sorted(r["key"] for r in summary.done) == ["clip0", "clip1", "clip2"]  # each exactly once
+    retried = next(r for r in summary.done if r["key"] == killed_key)
+    assert retried["attempt"] == 2 and retried["pid"] != killed_pid
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(line["key"] for line in lines) == ["clip0", "clip1", "clip2"]
+    assert all(line["status"] == "done" for line in lines)
+    assert _leftovers(out) == []
+    assert sorted(p.name for p in out.iterdir()) == ["clip0.npz", "clip1.npz", "clip2.npz", "manifest.jsonl"]
+    for key, reference in single_process_results.items():
+        _assert_same_results(out / f"{key}.npz", reference)
+
+    # Rerunning skips what is done (no worker starts).
+    again = process_archive(find_videos([str(clips[0].parent)], out), out, _config(), workers=2, progress_bar=False)
+    assert sorted(again.skipped) == ["clip0", "clip1", "clip2"] and again.done == [] and again.failed == []
+    assert len(Manifest(out).records()) == 3
+
+
+def test_archive_command_refuses_bad_arguments_in_one_line(tmp_path, clips):
+    several = meshstream("process", str(clips[0]), str(clips[1]), "-o", str(tmp_path / "x.npz"))
+    assert several.returncode == 2 and "--ray" in several.stderr
+    npz_folder = meshstream("process", "--ray", str(clips[0]), "-o", str(tmp_path / "x.npz"))
+    assert npz_folder.returncode == 2 and "names a folder" in npz_folder.stderr
+    missing = meshstream("process", "--ray", str(tmp_path / "nothing*.mp4"), "-o", str(tmp_path / "out"))
+    assert missing.returncode == 2 and "matches no file" in missing.stderr
+
+
+def _frames_by_topic(addresses: dict[str, str], seconds: float) -> dict[str, int]:
+    """Frame messages received per topic from each address during ``seconds``."""
+    from stream.client import Subscriber
+
+    subscribers = {name: Subscriber(address) for name, address in addresses.items()}
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for sub in subscribers.values():
+                message = sub.recv(timeout_s=0.05)
+                if message is not None and message.kind == "frame":
+                    counts[message.topic] = counts.get(message.topic, 0) + 1
+    finally:
+        for sub in subscribers.values():
+            sub.close()
+    return counts
+
+
+def test_serve_two_looping_streams_and_a_killed_one_restarts_alone(local_ray, clips, tmp_path):
+    from stream.distributed.serve import StreamSupervisor, read_streams, resolve_sources
+
+    ports = {"left": free_port(), "right": free_port()}
+    streams = tmp_path / "streams.toml"
+    streams.write_text(f"""
+[defaults]
+max_side = {MAX_SIDE}
+max_people = 1
+threads = 1
+
+[streams.left]
+source = "{clips[0]}"
+loop = true
+publish = "tcp://127.0.0.1:{ports['left']}"
+
+[streams.right]
+source = "{clips[1]}"
+loop = true
+publish = "tcp://127.0.0.1:{ports['right']}"
+""")
+    specs = resolve_sources(read_streams(streams))
+    assert [s.topic for s in specs] == ["meshstream.frame.left", "meshstream.frame.right"]
+    addresses = {s.name: s.config.publish for s in specs}
+    supervisor = StreamSupervisor(specs).start()
+    try:
+        left_pid = supervisor.pid("left", timeout_s=120)
+        supervisor.pid("right", timeout_s=120)
+        counts = _frames_by_topic(addresses, 20.0)
+        assert counts.get("meshstream.frame.left", 0) >= 2 and counts.get("meshstream.frame.right", 0) >= 2, counts
+        status = supervisor.status()
+        assert status["left"]["state"] == "running" and status["right"]["fps"] > 0
+        assert status["right"]["latency_p50_ms"] > 0
+
+        os.kill(left_pid, signal.SIGKILL)
+        during = _frames_by_topic({"right": addresses["right"]}, 6.0)
+        assert during.get("meshstream.frame.right", 0) >= 2, during
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = supervisor.status()
+            if status["left"].get("state") == "running" and status["left"].get("frames", 0) > 0:
+                break
+            time.sleep(1.0)
+        assert status["left"]["pid"] != left_pid and status["left"]["restarted"] is True
+        assert status["left"]["restarts"] == 1 and status["right"]["restarts"] == 0
+        counts = _frames_by_topic(addresses, 10.0)
+        assert counts.get("meshstream.frame.left", 0) >= 1 and counts.get("meshstream.frame.right", 0) >= 1, counts
+    finally:
+        supervisor.stop()
+
+
+def test_streams_file_errors_name_the_stream_and_the_option(tmp_path):
+    from stream.config import ConfigError
+    from stream.distributed.serve import read_streams
+
+    cases = {
+        '[streams.a]\nsource = "x.mp4"\n': "give its publish address",
+        '[streams.a]\nsource = "x.mp4"\npublish = "tcp://*:1"\n[streams.b]\nsource = "y.mp4"\npublish = "tcp://*:1"\n':
+            "give each stream its own address",
+        '[streams.a]\nsource = "x.mp4"\npublish = "tcp://*:1"\nmax_peple = 2\n': "unknown option 'max_peple'",
+        '[streams."bad name"]\nsource = "x.mp4"\npublish = "tcp://*:1"\n': "letters, digits",
+        '[stream.a]\nsource = "x.mp4"\n': "unknown table",
+    }
+    for text, expected in cases.items():
+        path = tmp_path / "streams.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=expected):
+            read_streams(path)
