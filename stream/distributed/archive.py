@@ -66,6 +66,33 @@ class VideoJob:
         return {"size": self.size, "mtime_ns": self.mtime_ns}
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a long video, run as its own task.
+
+    keep: the frames [start, stop) this chunk contributes to the results.
+    run: the frames [start, stop) its chain reads: ``overlap`` frames before ``keep`` to warm up
+        the stages that carry state over time (landmark tracking, tracker, the fit's previous
+        pose), and the smoothing lag after it, so that the two-sided smoother sees across the
+        border as in one run. The warm-up rows also tie its track ids to the previous chunk's.
+    """
+
+    index: int
+    count: int
+    keep: tuple[int, int]
+    run: tuple[int, int]
+
+
+def plan_chunks(frames: int | None, chunk_frames: int | None, overlap: int, lag: int) -> list[Chunk | None]:
+    """The chunks of a video of ``frames`` frames: ``[None]`` (one task for the whole video) when
+    chunking is off, the length is unknown, or the video fits in one chunk."""
+    if not chunk_frames or not frames or frames <= chunk_frames:
+        return [None]
+    starts = list(range(0, frames, chunk_frames))
+    return [Chunk(i, len(starts), (a, min(a + chunk_frames, frames)),
+                  (max(0, a - overlap), min(a + chunk_frames + lag, frames))) for i, a in enumerate(starts)]
+
+
 @dataclass
 class ArchiveSummary:
     """What a run did: lists of manifest records (dicts) and the totals."""
@@ -150,9 +177,11 @@ def count_frames(path: str) -> int | None:
         return None
 
 
-def options_fingerprint(config: Config) -> str:
+def options_fingerprint(config: Config, chunking: tuple | None = None) -> str:
     """A short hash of the options that change results (not where they are read or written)."""
     values = {k: v for k, v in config.as_dict().items() if k not in _PLACE_OPTIONS}
+    if chunking:
+        values["chunking"] = list(chunking)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -236,50 +265,152 @@ class VideoWorker:
 
         return {"pid": os.getpid(), "host": socket.gethostname(), "load_s": self.load_s}
 
-    def process(self, job: VideoJob, attempt: int) -> dict:
-        """Run one video to its staged outputs, rename them into place; returns the video's record
-        (status "done", or "failed" with the error and whether another attempt could help)."""
+    def process(self, job: VideoJob, attempt: int, chunk: Chunk | None = None) -> dict:
+        """Run one video (or one chunk of it) to staged outputs; a whole video's are renamed into
+        place, a chunk's results stay staged for the driver to join. Returns the record (status
+        "done", or "failed" with the error and whether another attempt could help)."""
         from stream.compose import ComposeError, compose
         from stream.config import ConfigError
         from stream.pipeline import OFFLINE
 
-        token = uuid.uuid4().hex[:12]
+        token = uuid.uuid4().hex[:12] + ("" if chunk is None else f".chunk{chunk.index:04d}")
         staged = {kind: staged_path(path, token) for kind, path in job.outputs.items()}
+        progress_key = job.key if chunk is None else f"{job.key}#{chunk.index}"
         t0 = time.perf_counter()
         frames = 0
         next_report = time.monotonic() + 0.5
 
         def count(packet) -> None:
             nonlocal frames, next_report
-            frames += 1
+            if chunk is None or chunk.keep[0] <= packet.frame.index < chunk.keep[1]:
+                frames += 1
             if self.progress is not None and time.monotonic() >= next_report:
                 next_report = time.monotonic() + 0.5
-                self.progress.report.remote(job.key, attempt, frames)
+                self.progress.report.remote(progress_key, attempt, frames)
 
         record = {"key": job.key, "source": job.source, "attempt": attempt, **self.describe()}
+        if chunk is not None:
+            record["chunk"] = dataclasses.asdict(chunk)
+        keep_staged = False
         try:
             try:
                 config = self.config.replace(source=job.source, results=staged["results"], render=staged.get("render"))
-                chain = compose(config, engines=self.engines, policy=OFFLINE, on_result=count)
+                source = None
+                if chunk is not None:
+                    source = FrameRangeSource(job.source, *chunk.run, max_side=config.max_side)
+                chain = compose(config, engines=self.engines, source=source, policy=OFFLINE, on_result=count)
             except (ComposeError, ConfigError) as exc:
                 return {**record, "status": "failed", "error": str(exc), "retryable": False}
+            except Exception as exc:  # noqa: BLE001 - e.g. the source, opened here for a chunk
+                return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "retryable": False}
             t_run = time.perf_counter()
             chain.run()
-            for kind, path in staged.items():
-                os.replace(path, job.outputs[kind])
+            if chunk is None:
+                for kind, path in staged.items():
+                    os.replace(path, job.outputs[kind])
+            else:
+                keep_staged = True
         except Exception as exc:  # noqa: BLE001 - reported with the video, retried by the driver
             return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "retryable": True}
         finally:
             for path in staged.values():
-                for leftover in (path, path + ".partial.npz"):
+                for leftover in ((path + ".partial.npz",) if keep_staged else (path, path + ".partial.npz")):
                     if os.path.exists(leftover):
                         os.unlink(leftover)
         if self.progress is not None:
-            self.progress.report.remote(job.key, attempt, frames)
+            self.progress.report.remote(progress_key, attempt, frames)
         source_stats = chain.source.stats.as_dict()
-        return {**record, "status": "done", "frames": frames, "rows": len(chain.writers["results"]._rows["frame_index"]),
-                "seconds": time.perf_counter() - t0, "setup_s": t_run - t0, "outputs": job.outputs,
-                "truncated": bool(source_stats.get("truncated"))}
+        record.update(status="done", frames=frames, rows=len(chain.writers["results"]._rows["frame_index"]),
+                      seconds=time.perf_counter() - t0, setup_s=t_run - t0, truncated=bool(source_stats.get("truncated")))
+        if chunk is None:
+            record["outputs"] = job.outputs
+        else:
+            record["part"] = staged["results"]
+        return record
+
+
+def FrameRangeSource(path: str, start: int, stop: int, max_side: int | None = None):
+    """A video file read from frame ``start`` to ``stop`` (exclusive), frames keeping their
+    indices and timestamps in the whole video (the frames before ``start`` are decoded and dropped)."""
+    from stream.sources import VideoFileSource
+
+    class _FrameRange(VideoFileSource):
+        def _frames(self):
+            for frame in super()._frames():
+                if frame.index >= stop:
+                    return
+                if frame.index >= start:
+                    yield frame
+
+    source = _FrameRange(path, max_side=max_side)
+    source.frame_count = stop - start
+    return source
+
+
+def join_chunks(parts: list[tuple[Chunk, str]], final: str, iou_threshold: float = 0.3) -> dict:
+    """Join the chunks' results files into one results file at ``final`` (written atomically).
+
+    Each chunk gives the rows of its ``keep`` frames. Its track ids are tied to the previous
+    chunk's through the warm-up frames both saw: each of its tracks takes the id of the joined
+    track whose boxes overlap it most there (mean IoU above ``iou_threshold``, one to one);
+    tracks not seen in the warm-up get new ids. Returns the joined file's counts.
+    """
+    import numpy as np
+
+    parts = sorted(parts, key=lambda item: item[0].index)
+    joined: dict[str, list] = {}
+    meta = None
+    frames = 0
+    previous = None  # the previous chunk's kept rows (frame_index, track_id, bbox) after renaming
+    next_id = 0
+    for chunk, path in parts:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            part_meta = json.loads(str(data["meta"]))
+        meta = meta or part_meta
+        ids = arrays["track_id"]
+        rename: dict[int, int] = {}
+        if previous is not None:
+            warm = (arrays["frame_index"] >= chunk.run[0]) & (arrays["frame_index"] < chunk.keep[0])
+            scores = []
+            for track in np.unique(ids[warm]):
+                mine = warm & (ids == track)
+                for other in np.unique(previous["track_id"]):
+                    theirs = previous["track_id"] == other
+                    common = np.intersect1d(arrays["frame_index"][mine], previous["frame_index"][theirs])
+                    if len(common) == 0:
+                        continue
+                    ious = [_iou(arrays["bbox"][mine & (arrays["frame_index"] == f)][0],
+                                 previous["bbox"][theirs & (previous["frame_index"] == f)][0]) for f in common]
+                    scores.append((float(np.mean(ious)), int(track), int(other)))
+            for score, track, other in sorted(scores, reverse=True):
+                if score >= iou_threshold and track not in rename and other not in rename.values():
+                    rename[track] = other
+        for track in map(int, np.unique(ids)):
+            if track not in rename:
+                rename[track] = track if previous is None else next_id
+                next_id = max(next_id, rename[track] + 1)
+        kept = (arrays["frame_index"] >= chunk.keep[0]) & (arrays["frame_index"] < chunk.keep[1])
+        arrays["track_id"] = np.array([rename[int(t)] for t in ids], np.int64).reshape(ids.shape)
+        for name, values in arrays.items():
+            joined.setdefault(name, []).append(values[kept])
+        previous = {k: arrays[k][kept] for k in ("frame_index", "track_id", "bbox")}
+        frames += chunk.keep[1] - chunk.keep[0]
+    out = {name: np.concatenate(values) for name, values in joined.items()}
+    meta.update(frames=frames, rows=int(len(out["frame_index"])), chunks=len(parts))
+    out["meta"] = np.array(json.dumps(meta))
+    staged = staged_path(final, uuid.uuid4().hex[:12] + ".join")
+    np.savez(staged, **out)
+    os.replace(staged, final)
+    return {"frames": frames, "rows": int(len(out["frame_index"]))}
+
+
+def _iou(a, b) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 class Progress:
@@ -301,20 +432,26 @@ class Progress:
 def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config: Config, address: str | None = None,
                     workers: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
                     retries: int = 2, progress_bar: bool = True, local_cpus: int | None = None,
-                    on_start=None) -> ArchiveSummary:
+                    chunk_frames: int | None = None, chunk_overlap: int = 30, on_start=None) -> ArchiveSummary:
     """Process ``jobs`` (from :func:`find_videos`) on the Ray cluster at ``address`` (None: a local
     Ray on this machine with ``local_cpus`` CPUs).
 
     config: the options of every video (its source and outputs are replaced per video).
     workers: worker actors (default: as many as the cluster's CPUs (GPUs) allow, at most one per
-        video); each takes ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs.
-    retries: further attempts for a video whose worker died or whose run failed.
+        task); each takes ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs.
+    retries: further attempts for a task whose worker died or whose run failed.
+    chunk_frames: split videos longer than this into chunks of this many frames, each its own
+        task, read with ``chunk_overlap`` warm-up frames before and the smoothing lag after
+        (:class:`Chunk`); None: one task per video. Results only (no --render).
     on_start(worker_actor, job, attempt): called by the driver as each attempt is sent (tests).
     """
+    if chunk_frames is not None and any("render" in job.outputs for job in jobs):
+        raise DistributedError("chunked videos give results files only: drop --render or --chunk-frames")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(output)
-    fingerprint = options_fingerprint(config)
+    chunking = (chunk_frames, chunk_overlap) if chunk_frames else None
+    fingerprint = options_fingerprint(config, chunking)
     records = manifest.records()
     summary = ArchiveSummary()
     todo = []
@@ -328,17 +465,20 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
             log.info("%s: removed what an interrupted earlier run left", job.key)
     if not todo:
         return summary
+    lag = config.smoothing_lag if config.smoothing in ("auto", "rts") else 0
+    tasks: list[tuple[VideoJob, Chunk | None]] = []
     for job in todo:
         job.frames = count_frames(job.source)
         if job.frames and config.max_frames:
             job.frames = min(job.frames, config.max_frames)
+        tasks += [(job, chunk) for chunk in plan_chunks(job.frames, chunk_frames, chunk_overlap, lag)]
 
     ray = connect(address, num_cpus=local_cpus)
     resources = cluster_resources(ray)
     if workers is None:
-        by_cpu = int(resources["CPU"] // cpus_per_worker) if cpus_per_worker > 0 else len(todo)
-        by_gpu = int(resources["GPU"] // gpus_per_worker) if gpus_per_worker > 0 else len(todo)
-        workers = max(1, min(by_cpu, by_gpu, len(todo)))
+        by_cpu = int(resources["CPU"] // cpus_per_worker) if cpus_per_worker > 0 else len(tasks)
+        by_gpu = int(resources["GPU"] // gpus_per_worker) if gpus_per_worker > 0 else len(tasks)
+        workers = max(1, min(by_cpu, by_gpu, len(tasks)))
     if cpus_per_worker > resources["CPU"] or gpus_per_worker > resources["GPU"]:
         raise DistributedError(f"each worker asks for {cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs, but the "
                                f"cluster has {resources['CPU']:g} CPUs and {resources['GPU']:g} GPUs in all")
@@ -358,25 +498,36 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
     bar = tqdm(total=total, unit="frame", desc=f"{len(todo)} videos", disable=not progress_bar or None,
                dynamic_ncols=True)
     t0 = time.perf_counter()
-    queue: list[tuple[VideoJob, int, set]] = [(job, 1, set()) for job in todo]  # (job, attempt, workers tried)
+    # (job, chunk, attempt, workers tried)
+    queue: list[tuple[VideoJob, Chunk | None, int, set]] = [(job, chunk, 1, set()) for job, chunk in tasks]
+    parts: dict[str, list] = {job.key: [] for job in todo}  # finished chunk records per video
+    failed_keys: set[str] = set()
     idle = [new_worker() for _ in range(workers)]
     summary.workers = workers
     described: set = set()
-    running: dict = {}  # ObjectRef -> (worker, job, attempt, tried)
+    running: dict = {}  # ObjectRef -> (worker, job, chunk, attempt, tried)
+
+    def finish(job: VideoJob, record: dict) -> None:
+        record.update(input=job.identity(), options=fingerprint)
+        manifest.append(record)
+        (summary.done if record["status"] == "done" else summary.failed).append(record)
+
     try:
         while queue or running:
             while queue and idle:
-                job, attempt, tried = queue.pop(0)
+                job, chunk, attempt, tried = queue.pop(0)
+                if job.key in failed_keys:
+                    continue  # another chunk of this video failed for good
                 worker = next((w for w in idle if w not in tried), idle[0])  # another worker when there is one
                 idle.remove(worker)
                 if on_start is not None:
                     on_start(worker, job, attempt)
-                running[worker.process.remote(job, attempt)] = (worker, job, attempt, tried)
+                running[worker.process.remote(job, attempt, chunk)] = (worker, job, chunk, attempt, tried)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             bar.n = ray.get(progress.total.remote())
             bar.refresh()
             for ref in ready:
-                worker, job, attempt, tried = running.pop(ref)
+                worker, job, chunk, attempt, tried = running.pop(ref)
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:  # the worker's process or node is gone
@@ -390,26 +541,52 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
                         described.add(worker)
                         summary.worker_load_s.append(record.get("load_s", float("nan")))
                 idle.append(worker)
-                record.update(input=job.identity(), options=fingerprint)
-                if record["status"] == "done":
-                    manifest.append(record)
-                    summary.done.append(record)
+                if job.key in failed_keys:
+                    continue
+                if record["status"] == "done" and chunk is None:
+                    finish(job, record)
+                elif record["status"] == "done":
+                    parts[job.key].append((chunk, record))
+                    if len(parts[job.key]) == chunk.count:
+                        finish(job, _joined_record(job, parts.pop(job.key)))
                 elif record.pop("retryable", False) and attempt <= retries:
                     log.warning("%s: attempt %d failed (%s); trying again", job.key, attempt, record["error"])
-                    remove_staged(job)
-                    queue.append((job, attempt + 1, tried | {worker}))
+                    if chunk is None:
+                        remove_staged(job)
+                    queue.append((job, chunk, attempt + 1, tried | {worker}))
                 else:
                     record["attempts"] = attempt
+                    failed_keys.add(job.key)
                     remove_staged(job)
-                    manifest.append(record)
-                    summary.failed.append(record)
+                    finish(job, record)
     finally:
         bar.close()
         summary.wall_s = time.perf_counter() - t0
         for worker in idle + [w for w, *_ in running.values()]:
             ray.kill(worker)
         ray.kill(progress)
+        for job in todo:
+            if job.key in failed_keys or job.key in parts:  # failed, or interrupted before its chunks were joined
+                remove_staged(job)
     return summary
 
 
-__all__ = ["ArchiveSummary", "Manifest", "VideoJob", "find_videos", "process_archive", "staged_path"]
+def _joined_record(job: VideoJob, parts: list[tuple[Chunk, dict]]) -> dict:
+    """Join a video's chunks into its results file; its record sums theirs."""
+    try:
+        counts = join_chunks([(chunk, record["part"]) for chunk, record in parts], job.outputs["results"])
+    except (OSError, ValueError, KeyError) as exc:
+        return {"key": job.key, "source": job.source, "status": "failed", "attempts": 1,
+                "error": f"joining its chunks failed: {exc}"}
+    finally:
+        remove_staged(job)
+    records = [record for _, record in sorted(parts, key=lambda item: item[0].index)]
+    return {"key": job.key, "source": job.source, "status": "done", "attempt": max(r["attempt"] for r in records),
+            "chunks": len(records), "frames": counts["frames"], "rows": counts["rows"],
+            "seconds": sum(r["seconds"] for r in records), "setup_s": max(r["setup_s"] for r in records),
+            "load_s": records[0].get("load_s"), "pid": [r["pid"] for r in records],
+            "outputs": job.outputs, "truncated": any(r.get("truncated") for r in records)}
+
+
+__all__ = ["ArchiveSummary", "Chunk", "Manifest", "VideoJob", "find_videos", "join_chunks", "plan_chunks",
+           "process_archive", "staged_path"]

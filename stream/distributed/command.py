@@ -19,6 +19,12 @@ def add_archive_arguments(parser) -> None:
                        help="GPUs each worker takes (with --device cuda; 0.5 puts two workers on one GPU); default 0")
     group.add_argument("--retries", type=int, default=2, metavar="N",
                        help="further attempts for a video whose worker died or whose run failed; default 2")
+    group.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                       help="split videos longer than N frames into chunks of N frames, each its own task (long "
+                            "videos on many workers); default: one task per video")
+    group.add_argument("--chunk-overlap", type=int, default=30, metavar="N",
+                       help="with --chunk-frames: frames each chunk reads before its own to warm up tracking and "
+                            "the fit, and to tie its track ids to the previous chunk's; default 30")
     group.add_argument("--local-cpus", type=int, default=None, metavar="N",
                        help="without an address: the CPUs the local Ray may use (default: all)")
 
@@ -52,6 +58,10 @@ def process_on_ray(args) -> int:
             raise UserError(f"{flag} is not available with --ray (results and --render only)")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.chunk_frames is not None and args.chunk_frames < 1:
+        raise UserError(f"--chunk-frames must be at least 1, got {args.chunk_frames}")
+    if args.chunk_overlap < 1:
+        raise UserError(f"--chunk-overlap must be at least 1 (the warm-up ties track ids), got {args.chunk_overlap}")
     if args.retries < 0:
         raise UserError(f"--retries must be at least 0, got {args.retries}")
     inputs, output_dir, render_dir = list(args.source), args.results, args.render
@@ -68,7 +78,8 @@ def process_on_ray(args) -> int:
         summary = process_archive(jobs, output_dir, config, address=None if args.ray == "local" else args.ray,
                                   workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                                   gpus_per_worker=args.gpus_per_worker, retries=args.retries,
-                                  progress_bar=not args.no_progress, local_cpus=args.local_cpus)
+                                  progress_bar=not args.no_progress, local_cpus=args.local_cpus,
+                                  chunk_frames=args.chunk_frames, chunk_overlap=args.chunk_overlap)
     except DistributedError as exc:
         raise UserError(str(exc)) from exc
     except KeyboardInterrupt:
