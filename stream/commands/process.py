@@ -21,9 +21,10 @@ def add_arguments(parser) -> None:
     from stream.commands._common import add_engine_arguments
     from stream.config import add_arguments as add_options
 
-    parser.add_argument("source", metavar="INPUT", nargs="*",
-                        help="video file, image, or folder of images (with --ray: any number of video files, "
-                             "folders of videos and glob patterns)")
+    parser.add_argument("source", metavar="INPUT", nargs="?", default=None,
+                        help="video file, image, or folder of images")
+    parser.add_argument("more_inputs", metavar="INPUT", nargs="*", default=[],
+                        help="with --ray: more inputs (video files, folders of videos, glob patterns)")
     add_options(parser, OPTIONS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(parser)
@@ -45,12 +46,11 @@ def run(args) -> int:
         from stream.distributed.command import process_on_ray
 
         return process_on_ray(args)
-    if not args.source:
+    if args.source is None:
         raise UserError("give an input: meshstream process VIDEO -o OUT.npz")
-    if len(args.source) > 1:
-        raise UserError(f"{len(args.source)} inputs given: process takes one, or any number with --ray "
+    if args.more_inputs:
+        raise UserError(f"{1 + len(args.more_inputs)} inputs given: process takes one, or any number with --ray "
                         "(a local Ray on this machine when no address follows it; docs/SCALING.md)")
-    args.source = args.source[0]
     config = config_from_args(args, report_every_s=0.0)
     if config.results is None:
         raise UserError("give a results file: -o OUT.npz")

@@ -46,10 +46,11 @@ def process_on_ray(args) -> int:
     from stream.distributed import DistributedError
     from stream.distributed.archive import find_videos, process_archive
 
+    inputs = ([args.source] if args.source is not None else []) + list(args.more_inputs)
     if not is_ray_address(args.ray):  # `--ray clip.mp4 ...`: the first input, not an address
-        args.source.insert(0, args.ray)
+        inputs.insert(0, args.ray)
         args.ray = "local"
-    if not args.source:
+    if not inputs:
         raise UserError("give the inputs: video files, folders of videos or glob patterns")
     if args.results is None:
         raise UserError("give an output folder: -o DIR (with --ray, -o names a folder for one results file per video)")
@@ -64,7 +65,7 @@ def process_on_ray(args) -> int:
         raise UserError(f"--chunk-overlap must be at least 1 (the warm-up ties track ids), got {args.chunk_overlap}")
     if args.retries < 0:
         raise UserError(f"--retries must be at least 0, got {args.retries}")
-    inputs, output_dir, render_dir = list(args.source), args.results, args.render
+    output_dir, render_dir = args.results, args.render
     if Path(output_dir).suffix.lower() == ".npz":
         raise UserError(f"-o {output_dir}: with --ray, -o names a folder (one results file per video inside it)")
     if render_dir is not None and render_dir != output_dir:
