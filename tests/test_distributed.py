@@ -270,22 +270,3 @@ publish = "tcp://127.0.0.1:{ports['right']}"
         assert counts.get("meshstream.frame.left", 0) >= 1 and counts.get("meshstream.frame.right", 0) >= 1, counts
     finally:
         supervisor.stop()
-
-
-def test_streams_file_errors_name_the_stream_and_the_option(tmp_path):
-    from stream.config import ConfigError
-    from stream.distributed.serve import read_streams
-
-    cases = {
-        '[streams.a]\nsource = "x.mp4"\n': "give its publish address",
-        '[streams.a]\nsource = "x.mp4"\npublish = "tcp://*:1"\n[streams.b]\nsource = "y.mp4"\npublish = "tcp://*:1"\n':
-            "give each stream its own address",
-        '[streams.a]\nsource = "x.mp4"\npublish = "tcp://*:1"\nmax_peple = 2\n': "unknown option 'max_peple'",
-        '[streams."bad name"]\nsource = "x.mp4"\npublish = "tcp://*:1"\n': "letters, digits",
-        '[stream.a]\nsource = "x.mp4"\n': "unknown table",
-    }
-    for text, expected in cases.items():
-        path = tmp_path / "streams.toml"
-        path.write_text(text)
-        with pytest.raises(ConfigError, match=expected):
-            read_streams(path)

@@ -116,6 +116,9 @@ class ArchiveSummary:
                  f"{frames} frames; workers lost and replaced: {self.lost_workers}"]
         if self.worker_load_s:
             lines.append(f"model load per worker: {min(self.worker_load_s):.1f}-{max(self.worker_load_s):.1f} s")
+        for record in self.done:
+            if record.get("truncated"):
+                lines.append(f"  ended early (file cut short; the results hold what was read): {record['source']}")
         for record in self.failed:
             lines.append(f"  failed: {record['source']} after {record['attempts']} attempts: {record['error']}")
         return "\n".join(lines)
@@ -461,6 +464,8 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
         else:
             todo.append(job)
     for job in todo:
+        for path in job.outputs.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # a folder's subfolders, mirrored
         if remove_staged(job):
             log.info("%s: removed what an interrupted earlier run left", job.key)
     if not todo:
