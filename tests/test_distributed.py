@@ -18,7 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: `make test-ray` (pip install 'meshstream[ray]')")
 
-from stream_helpers import free_port, meshstream, write_clip  # noqa: E402
+from stream_helpers import free_port, meshstream, meshstream_popen, write_clip  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -117,6 +117,104 @@ def test_archive_command_reports_a_broken_video_and_skips_the_done_ones(clips, s
     assert "done 0, failed 0, skipped 2" in rerun.stdout
 
 
+def _frames_by_topic(addresses: dict[str, str], seconds: float) -> dict[str, int]:
+    """Frame messages received per topic from each address during ``seconds``."""
+    from stream.client import Subscriber
+
+    subscribers = {name: Subscriber(address) for name, address in addresses.items()}
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for sub in subscribers.values():
+                message = sub.recv(timeout_s=0.05)
+                if message is not None and message.kind == "frame":
+                    counts[message.topic] = counts.get(message.topic, 0) + 1
+    finally:
+        for sub in subscribers.values():
+            sub.close()
+    return counts
+
+
+def _status(url: str) -> dict:
+    """`meshstream status URL --json`: each stream's status from the running serve."""
+    out = meshstream("status", url, "--json", timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_serve_two_looping_streams_and_a_killed_one_restarts_alone(clips, tmp_path):
+    """`meshstream serve` with two looping files on a local Ray: both topics arrive, `meshstream
+    status` shows fps, latency and drops; killing one stream's process leaves the other publishing
+    and the killed one comes back."""
+    from stream.distributed.serve import read_streams
+
+    ports = {"left": free_port(), "right": free_port()}
+    streams = tmp_path / "streams.toml"
+    streams.write_text(f"""
+[defaults]
+max_side = {MAX_SIDE}
+max_people = 1
+threads = 1
+
+[streams.left]
+source = "{clips[0]}"
+loop = true
+publish = "tcp://127.0.0.1:{ports['left']}"
+
+[streams.right]
+source = "{clips[1]}"
+loop = true
+publish = "tcp://127.0.0.1:{ports['right']}"
+""")
+    specs = read_streams(streams)
+    assert [s.topic for s in specs] == ["meshstream.frame.left", "meshstream.frame.right"]
+    addresses = {s.name: s.config.publish for s in specs}
+    url = f"http://127.0.0.1:{free_port()}/status"
+    serve = meshstream_popen("serve", str(streams), "--local-cpus", "2", "--status-port", url.split(":")[2].split("/")[0],
+                             "--print-every", "0", "--duration", "240")
+    try:
+        deadline = time.monotonic() + 150
+        status: dict = {}
+        while time.monotonic() < deadline and serve.poll() is None:
+            try:
+                status = _status(url)
+            except AssertionError:  # not serving yet
+                status = {}
+            if status and all(s.get("state") == "running" and s.get("frames", 0) > 0 for s in status.values()):
+                break
+            time.sleep(2.0)
+        assert set(status) == {"left", "right"} and all(s["state"] == "running" for s in status.values()), status
+        counts = _frames_by_topic(addresses, 15.0)
+        assert counts.get("meshstream.frame.left", 0) >= 2 and counts.get("meshstream.frame.right", 0) >= 2, counts
+        status = _status(url)
+        for s in status.values():
+            assert s["fps"] > 0 and s["latency_p50_ms"] > 0 and s["dropped_at_source"] >= 0 and s["restarts"] == 0
+        table = meshstream("status", url, timeout=30).stdout
+        assert "left" in table and "right" in table and "fps" in table
+
+        left_pid = status["left"]["pid"]
+        os.kill(left_pid, signal.SIGKILL)
+        during = _frames_by_topic({"right": addresses["right"]}, 6.0)
+        assert during.get("meshstream.frame.right", 0) >= 2, during
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = _status(url)
+            if status["left"].get("state") == "running" and status["left"].get("frames", 0) > 0:
+                break
+            time.sleep(2.0)
+        assert status["left"]["pid"] != left_pid and status["left"]["restarted"] is True, status["left"]
+        assert status["left"]["restarts"] == 1 and status["right"]["restarts"] == 0
+        counts = _frames_by_topic(addresses, 10.0)
+        assert counts.get("meshstream.frame.left", 0) >= 1 and counts.get("meshstream.frame.right", 0) >= 1, counts
+    finally:
+        serve.send_signal(signal.SIGINT)
+        stdout, stderr = serve.communicate(timeout=120)
+    assert serve.returncode == 0, stderr[-3000:]
+    assert "left" in stdout and "right" in stdout
+
+
 def test_archive_survives_a_killed_worker_and_matches_the_single_process_run(local_ray, clips,
                                                                              single_process_results, tmp_path):
     from stream.distributed.archive import Manifest, find_videos, process_archive
@@ -199,74 +297,3 @@ def test_archive_command_refuses_bad_arguments_in_one_line(tmp_path, clips):
     assert npz_folder.returncode == 2 and "names a folder" in npz_folder.stderr
     missing = meshstream("process", "--ray", str(tmp_path / "nothing*.mp4"), "-o", str(tmp_path / "out"))
     assert missing.returncode == 2 and "matches no file" in missing.stderr
-
-
-def _frames_by_topic(addresses: dict[str, str], seconds: float) -> dict[str, int]:
-    """Frame messages received per topic from each address during ``seconds``."""
-    from stream.client import Subscriber
-
-    subscribers = {name: Subscriber(address) for name, address in addresses.items()}
-    counts: dict[str, int] = {}
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            for sub in subscribers.values():
-                message = sub.recv(timeout_s=0.05)
-                if message is not None and message.kind == "frame":
-                    counts[message.topic] = counts.get(message.topic, 0) + 1
-    finally:
-        for sub in subscribers.values():
-            sub.close()
-    return counts
-
-
-def test_serve_two_looping_streams_and_a_killed_one_restarts_alone(local_ray, clips, tmp_path):
-    from stream.distributed.serve import StreamSupervisor, read_streams, resolve_sources
-
-    ports = {"left": free_port(), "right": free_port()}
-    streams = tmp_path / "streams.toml"
-    streams.write_text(f"""
-[defaults]
-max_side = {MAX_SIDE}
-max_people = 1
-threads = 1
-
-[streams.left]
-source = "{clips[0]}"
-loop = true
-publish = "tcp://127.0.0.1:{ports['left']}"
-
-[streams.right]
-source = "{clips[1]}"
-loop = true
-publish = "tcp://127.0.0.1:{ports['right']}"
-""")
-    specs = resolve_sources(read_streams(streams))
-    assert [s.topic for s in specs] == ["meshstream.frame.left", "meshstream.frame.right"]
-    addresses = {s.name: s.config.publish for s in specs}
-    supervisor = StreamSupervisor(specs).start()
-    try:
-        left_pid = supervisor.pid("left", timeout_s=120)
-        supervisor.pid("right", timeout_s=120)
-        counts = _frames_by_topic(addresses, 20.0)
-        assert counts.get("meshstream.frame.left", 0) >= 2 and counts.get("meshstream.frame.right", 0) >= 2, counts
-        status = supervisor.status()
-        assert status["left"]["state"] == "running" and status["right"]["fps"] > 0
-        assert status["right"]["latency_p50_ms"] > 0
-
-        os.kill(left_pid, signal.SIGKILL)
-        during = _frames_by_topic({"right": addresses["right"]}, 6.0)
-        assert during.get("meshstream.frame.right", 0) >= 2, during
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = supervisor.status()
-            if status["left"].get("state") == "running" and status["left"].get("frames", 0) > 0:
-                break
-            time.sleep(1.0)
-        assert status["left"]["pid"] != left_pid and status["left"]["restarted"] is True
-        assert status["left"]["restarts"] == 1 and status["right"]["restarts"] == 0
-        counts = _frames_by_topic(addresses, 10.0)
-        assert counts.get("meshstream.frame.left", 0) >= 1 and counts.get("meshstream.frame.right", 0) >= 1, counts
-    finally:
-        supervisor.stop()

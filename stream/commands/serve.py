@@ -59,11 +59,11 @@ def run(args) -> int:
         raise UserError(str(exc)) from exc
     stop_on_sigterm()
     server = None
-    latest: dict = {}
+    latest: dict = {"status": {}}  # replaced whole, so the status server never sees it half-made
     supervisor = StreamSupervisor(specs, address=args.ray, local_cpus=args.local_cpus, max_restarts=args.max_restarts)
     if args.status_port:
         try:
-            server = serve_status(lambda: latest, (args.status_host, args.status_port))
+            server = serve_status(lambda: latest["status"], (args.status_host, args.status_port))
         except OSError as exc:
             raise UserError(f"cannot serve the status on {args.status_host}:{args.status_port}: {exc} "
                             "(pick another --status-port, or 0 for none)") from exc
@@ -79,12 +79,11 @@ def run(args) -> int:
         t0 = time.monotonic()
         next_print = t0 + args.print_every if args.print_every else None
         while args.duration is None or time.monotonic() - t0 < args.duration:
-            latest.clear()
-            latest.update(supervisor.status())
+            status = latest["status"] = supervisor.status()
             if next_print is not None and time.monotonic() >= next_print:
                 next_print = time.monotonic() + args.print_every
-                print(format_status(latest), file=sys.stderr, flush=True)
-            if latest and all(s.get("state") in ("finished", "stopped") for s in latest.values()):
+                print(format_status(status), file=sys.stderr, flush=True)
+            if status and all(s.get("state") in ("finished", "stopped") for s in status.values()):
                 break
             time.sleep(1.0)
     except KeyboardInterrupt:
