@@ -43,7 +43,7 @@ def process_on_ray(args) -> int:
 
     from stream.cli import UserError
     from stream.commands._common import config_from_args, stop_on_sigterm
-    from stream.distributed import DistributedError
+    from stream.distributed import DistributedError, require_ray
     from stream.distributed.archive import find_videos, process_archive
 
     inputs = ([args.source] if args.source is not None else []) + list(args.more_inputs)
@@ -74,6 +74,7 @@ def process_on_ray(args) -> int:
     config = config_from_args(args, report_every_s=0.0)
     stop_on_sigterm()
     try:
+        require_ray()
         jobs = find_videos(inputs, output_dir, render=render_dir is not None)
         print(f"{len(jobs)} videos -> {output_dir}", flush=True)
         summary = process_archive(jobs, output_dir, config, address=None if args.ray == "local" else args.ray,
