@@ -222,24 +222,25 @@ def test_archive_survives_a_killed_worker_and_matches_the_single_process_run(loc
     out = tmp_path / "out"
     jobs = find_videos([str(clips[0].parent)], out)
     assert sorted(j.key for j in jobs) == ["clip0", "clip1", "clip2"]
-    pids: dict = {}
+    pids: dict = {}  # video -> pid of the worker running its latest attempt
     killed: list[tuple[str, int]] = []
 
     def on_start(worker, job, attempt):
         pids[job.key] = ray.get(worker.describe.remote())["pid"]
 
-        def kill_mid_run():  # the first video's worker, once its chain is running
-            time.sleep(3.0)
-            killed.append((job.key, pids[job.key]))
-            os.kill(pids[job.key], signal.SIGKILL)
+    def on_progress(frames: dict):  # kill the first video seen between its first and last frame
+        if killed:
+            return
+        for key, done in frames.items():
+            if 1 <= done < FRAMES_PER_CLIP - 2 and key in pids:
+                killed.append((key, pids[key]))
+                os.kill(pids[key], signal.SIGKILL)
+                return
 
-        if not killed and not pids.get("_armed"):
-            pids["_armed"] = True
-            threading.Thread(target=kill_mid_run, daemon=True).start()
+    summary = process_archive(jobs, out, _config(), workers=2, retries=2, progress_bar=False, on_start=on_start,
+                              on_progress=on_progress)
 
-    summary = process_archive(jobs, out, _config(), workers=2, retries=2, progress_bar=False, on_start=on_start)
-
-    assert len(killed) == 1
+    assert len(killed) == 1, "no video was seen mid-run"
     killed_key, killed_pid = killed[0]
     assert summary.lost_workers == 1
     assert summary.failed == []

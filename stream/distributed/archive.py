@@ -281,15 +281,11 @@ class VideoWorker:
         progress_key = job.key if chunk is None else f"{job.key}#{chunk.index}"
         t0 = time.perf_counter()
         frames = 0
-        next_report = time.monotonic() + 0.5
 
         def count(packet) -> None:
-            nonlocal frames, next_report
+            nonlocal frames
             if chunk is None or chunk.keep[0] <= packet.frame.index < chunk.keep[1]:
                 frames += 1
-            if self.progress is not None and time.monotonic() >= next_report:
-                next_report = time.monotonic() + 0.5
-                self.progress.report.remote(progress_key, attempt, frames)
 
         record = {"key": job.key, "source": job.source, "attempt": attempt, **self.describe()}
         if chunk is not None:
@@ -307,7 +303,11 @@ class VideoWorker:
             except Exception as exc:  # noqa: BLE001 - e.g. the source, opened here for a chunk
                 return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "retryable": False}
             t_run = time.perf_counter()
-            chain.run()
+            reporting = self._report_progress(chain, progress_key, attempt, chunk)
+            try:
+                chain.run()
+            finally:
+                reporting.set()
             if chunk is None:
                 for kind, path in staged.items():
                     os.replace(path, job.outputs[kind])
@@ -330,6 +330,27 @@ class VideoWorker:
         else:
             record["part"] = staged["results"]
         return record
+
+
+    def _report_progress(self, chain, key: str, attempt: int, chunk: Chunk | None, every_s: float = 0.5):
+        """Report twice a second how many of the task's frames the pose stage has done (the
+        frames finished lag behind it by the smoothing lag); returns the Event that stops it."""
+        import threading
+
+        stop = threading.Event()
+        if self.progress is None:
+            return stop
+
+        def report():
+            while not stop.wait(every_s):
+                stage = chain.pipeline.stats.stages.get("pose")
+                done = stage.frames if stage is not None else chain.pipeline.stats.frames_out
+                if chunk is not None:
+                    done = max(0, min(done - (chunk.keep[0] - chunk.run[0]), chunk.keep[1] - chunk.keep[0]))
+                self.progress.report.remote(key, attempt, done)
+
+        threading.Thread(target=report, name="progress", daemon=True).start()
+        return stop
 
 
 def FrameRangeSource(path: str, start: int, stop: int, max_side: int | None = None):
@@ -426,8 +447,9 @@ class Progress:
         if key not in self.frames or attempt >= self.frames[key][0]:
             self.frames[key] = (attempt, frames)
 
-    def total(self) -> int:
-        return sum(frames for _, frames in self.frames.values())
+    def snapshot(self) -> dict[str, int]:
+        """Frames done per video (per ``key#chunk`` for chunks) in its latest attempt."""
+        return {key: frames for key, (_, frames) in self.frames.items()}
 
 
 # 4. The driver --------------------------------------------------------------------------------------
@@ -435,7 +457,8 @@ class Progress:
 def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config: Config, address: str | None = None,
                     workers: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
                     retries: int = 2, progress_bar: bool = True, local_cpus: int | None = None,
-                    chunk_frames: int | None = None, chunk_overlap: int = 30, on_start=None) -> ArchiveSummary:
+                    chunk_frames: int | None = None, chunk_overlap: int = 30, on_start=None,
+                    on_progress=None) -> ArchiveSummary:
     """Process ``jobs`` (from :func:`find_videos`) on the Ray cluster at ``address`` (None: a local
     Ray on this machine with ``local_cpus`` CPUs).
 
@@ -446,7 +469,8 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
     chunk_frames: split videos longer than this into chunks of this many frames, each its own
         task, read with ``chunk_overlap`` warm-up frames before and the smoothing lag after
         (:class:`Chunk`); None: one task per video. Results only (no --render).
-    on_start(worker_actor, job, attempt): called by the driver as each attempt is sent (tests).
+    on_start(worker_actor, job, attempt): called by the driver as each attempt is sent;
+    on_progress(frames by video): called about twice a second (both for tests and tools).
     """
     if chunk_frames is not None and any("render" in job.outputs for job in jobs):
         raise DistributedError("chunked videos give results files only: drop --render or --chunk-frames")
@@ -529,8 +553,11 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
                     on_start(worker, job, attempt)
                 running[worker.process.remote(job, attempt, chunk)] = (worker, job, chunk, attempt, tried)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            bar.n = ray.get(progress.total.remote())
+            done_frames = ray.get(progress.snapshot.remote())
+            bar.n = sum(done_frames.values())
             bar.refresh()
+            if on_progress is not None:
+                on_progress(done_frames)
             for ref in ready:
                 worker, job, chunk, attempt, tried = running.pop(ref)
                 try:
