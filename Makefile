@@ -15,9 +15,19 @@ BLENDER_VENV ?= .venv-blender
 BPY ?= bpy==5.0.1
 GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: setup models demo test test-ray test-blender gltf-validator bench synthetic accuracy clean
+.PHONY: setup gl models demo test test-ray test-blender gltf-validator chromium bench synthetic accuracy clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed gl
+
+# The overlay video draws meshes with OpenGL off-screen (EGL); on a machine without a GPU,
+# Mesa's llvmpipe does it on the CPU. Installed with apt-get when missing and run as root (CI);
+# elsewhere the overlay falls back to the slower engines.render and this says what to install.
+gl:
+	@if ! (ldconfig -p | grep -q libEGL_mesa && ldconfig -p | grep -q "libGL\.so\.1"); then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
+	  else echo "note: no EGL driver: install libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri for the fast overlay"; fi; \
+	fi
 
 # The BlazePose networks: taken from the mediapipe wheel with pip, checked, converted once into
 # the cache (~/.cache/meshstream or $MESHSTREAM_CACHE). Quick when already there.
@@ -41,7 +51,7 @@ demo: models
 	$(BIN)/meshstream process stream/assets/sample.mp4 -o out/sample.npz --render out/sample.mp4 --bvh out/sample.bvh --glb out/sample.glb
 	@echo "the sample's results: out/sample.npz, overlay video out/sample.mp4, animation out/sample.bvh and out/sample.glb (docs/CONSUMERS.md)"
 
-test: models gltf-validator
+test: models gltf-validator chromium
 	$(BIN)/python -m pytest -q -ra
 
 # meshstream on a local Ray (docs/SCALING.md): installs the `ray` extra (~80 MB wheel), then runs
@@ -67,6 +77,14 @@ gltf-validator:
 	elif command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix .tools "$(GLTF_VALIDATOR)" \
 		|| echo "could not install the glTF validator: its test will be skipped"; \
 	else echo "npm not found: the glTF validator test will be skipped"; fi
+
+# Debian's Chromium for the 3D viewer's browser test (apt-get, as root; without it that test is skipped).
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| echo "could not install chromium: the viewer's browser test will be skipped"; \
+	else echo "chromium not found (apt-get install chromium): the viewer's browser test will be skipped"; fi
 
 bench: models
 	$(BIN)/meshstream bench

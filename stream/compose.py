@@ -70,14 +70,31 @@ def load_body_model(config: Config):
 
 @dataclass
 class Engines:
-    """What the engine stages share and what sinks need to know about them."""
+    """What the engine stages share and what sinks need to know about them.
+
+    fit_body_model: the body model the lift stage fits, on the CPU (the fit runs there by
+    design: small batched solves, one thread); the same object as ``body_model`` on a CPU run.
+    """
 
     body_model: object
     lifter: object | None
+    fit_body_model: object | None = None
+
+    def __post_init__(self):
+        if self.fit_body_model is None:
+            self.fit_body_model = self.body_model
 
     @property
     def has_body(self) -> bool:
         return self.body_model is not None
+
+
+def load_engines(config: Config) -> Engines:
+    """The body model (and its CPU copy for the fit on a GPU run) and the lifter, loaded once."""
+    body_model = load_body_model(config)
+    fit_model = body_model if config.device == "cpu" else load_body_model(config.replace(device="cpu"))
+    lifter = load_lifter(config, body_model) if config.pose != "off" else None
+    return Engines(body_model, lifter, fit_model)
 
 
 def engine_stages(config: Config, engines: Engines) -> list[Stage]:
@@ -92,7 +109,7 @@ def engine_stages(config: Config, engines: Engines) -> list[Stage]:
         PoseStage(backend=config.backend, device=config.device, max_people=config.max_people,
                   keep_masks=engines.lifter is not None and config.lifter_shape),
         TrackStage(),
-        LiftStage(engines.body_model, lifter=engines.lifter, refine=config.refine,
+        LiftStage(engines.fit_body_model, lifter=engines.lifter, refine=config.refine,
                   fit_iterations=config.fit_iterations, fit_tolerance=config.fit_tolerance,
                   fit_anchor=config.fit_anchor, lifter_shape=config.lifter_shape),
         SmoothStage(config.smoothing, lag_frames=config.smoothing_lag),
@@ -204,8 +221,7 @@ def compose(config: Config, sinks: list | tuple = (), source=None, publisher=Non
             source = open_source(config)
         torch.set_num_threads(engine_threads(config.threads))
         if engines is None:
-            body_model = load_body_model(config)
-            engines = Engines(body_model, load_lifter(config, body_model) if config.pose != "off" else None)
+            engines = load_engines(config)
         stages = engine_stages(config, engines)
         camera = Camera(fov_deg=config.fov_deg)
         intrinsics = camera.intrinsics(source.width or 640, source.height or 480)
@@ -247,7 +263,7 @@ def compose(config: Config, sinks: list | tuple = (), source=None, publisher=Non
 
 
 def _export_stages(config: Config, source, engines: Engines, writers: dict) -> list[Stage]:
-    """The animation files (BVH, GLB, written when the run ends) and the VMC sender."""
+    """The animation files (BVH, GLB, written when the run ends), the VMC sender and the 3D viewer."""
     from stream.stages import WriterStage
     from stream.writers import WriterError
 
@@ -269,6 +285,14 @@ def _export_stages(config: Config, source, engines: Engines, writers: dict) -> l
 
             writers["vmc"] = VmcSender(config.vmc, max_people=config.vmc_people, body_model=engines.body_model)
             stages.append(WriterStage(writers["vmc"], name="vmc"))
+        if config.view is not None:
+            from stream.viewer import MeshViewer
+
+            body = engines.body_model
+            writers["view"] = MeshViewer(port=config.view, faces=None if body is None else body.faces,
+                                         parents=None if body is None else body.parents)
+            log.info("3D viewer: open %s in a browser", writers["view"].url)
+            stages.append(WriterStage(writers["view"], name="view"))
     except (WriterError, ValueError, ImportError) as exc:
         raise ComposeError(str(exc)) from exc
     return stages
@@ -304,7 +328,7 @@ def _results_writer(config: Config, source, engines: Engines, intrinsics, stage_
             "body_model": getattr(engines.body_model, "model_id", None), "meshstream_version": __version__,
             "stages": stage_names}
     try:
-        return NpzWriter(config.results, meta=meta, vertices=config.results_vertices)
+        return NpzWriter(config.results, meta=meta, vertices=config.results_vertices, source_stats=source.stats)
     except WriterError as exc:
         raise ComposeError(str(exc)) from exc
 
@@ -315,9 +339,11 @@ def _overlay_writer(config: Config, source, engines: Engines, intrinsics):
     faces = None if engines.body_model is None else engines.body_model.faces
     try:
         return OverlayVideoWriter(config.render, source.fps, source.width, source.height,
-                                  intrinsics=(intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy), faces=faces)
+                                  intrinsics=(intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy), faces=faces,
+                                  keypoints=config.render_keypoints, side_view=config.render_side_view)
     except WriterError as exc:
         raise ComposeError(str(exc)) from exc
 
 
-__all__ = ["Chain", "ComposeError", "ConfigError", "Engines", "compose", "engine_stages", "engine_threads"]
+__all__ = ["Chain", "ComposeError", "ConfigError", "Engines", "compose", "engine_stages", "engine_threads",
+           "load_engines"]

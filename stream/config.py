@@ -35,10 +35,11 @@ class ConfigError(ValueError):
 
 def _option(default, help: str, flag: str | None = None, unit: str | None = None, low=None, high=None,
             choices: tuple | None = None, metavar: str | None = None, low_open: bool = False,
-            high_open: bool = False, invert: bool = False, short: str | None = None):
-    """A field with its command-line flag, help, unit and range (checked by Config)."""
+            high_open: bool = False, invert: bool = False, short: str | None = None, const=None):
+    """A field with its command-line flag, help, unit and range (checked by Config). const: the
+    value of the flag given without one (its value is then optional)."""
     meta = dict(help=help, flag=flag, unit=unit, low=low, high=high, choices=choices, metavar=metavar,
-                low_open=low_open, high_open=high_open, invert=invert, short=short)
+                low_open=low_open, high_open=high_open, invert=invert, short=short, const=const)
     return field(default=default, metadata=meta)
 
 
@@ -109,6 +110,9 @@ class Config:
                                   metavar="OUT.npz")
     results_vertices: bool = _option(False, "store vertices (N, V, 3) in the results file", flag="--vertices")
     render: str | None = _option(None, "also write an overlay video (.mp4)", metavar="OUT.mp4")
+    render_keypoints: bool = _option(False, "overlay video: also draw the 2D keypoints", flag="--keypoints")
+    render_side_view: bool = _option(False, "overlay video: add a panel with the bodies seen from the side (twice "
+                                     "as wide)", flag="--side-view")
     bvh: str | None = _option(None, "also write each person's animation as BVH (the most-seen person to OUT.bvh, "
                               "others to OUT.<id>.bvh; docs/CONSUMERS.md)", metavar="OUT.bvh")
     glb: str | None = _option(None, "also write the bodies as binary glTF: skinned mesh, one animation per person "
@@ -116,6 +120,9 @@ class Config:
     vmc: str | None = _option(None, "also send bodies over the VMC protocol (OSC over UDP) to HOST:PORT, e.g. "
                               "127.0.0.1:39539 for VSeeFace, Warudo, Unity (docs/CONSUMERS.md)", metavar="HOST:PORT")
     vmc_people: int = _option(1, "VMC: people sent, the k-th to PORT+k", low=1, high=16, metavar="K")
+    view: int | None = _option(None, "also show the people in 3D in the browser, live, at http://127.0.0.1:PORT "
+                               "(PORT 8080 when not given; docs/CONSUMERS.md)", low=0, high=65535, metavar="PORT",
+                               const=8080)
     stats_json: str | None = _option(None, "write the run's statistics as JSON", metavar="PATH")
     report_every_s: float = _option(10.0, "log a progress line every S seconds (0: never)", flag="--report-every",
                                     unit="s", low=0, metavar="S")
@@ -300,8 +307,9 @@ def add_arguments(parser, names: list[str], defaults: dict[str, Any] | None = No
             continue
         if default is not None:
             help_text += f"; default {default}"
+        optional = {"nargs": "?", "const": meta["const"]} if meta.get("const") is not None else {}
         parser.add_argument(*flags, dest=name, type=_parse_as(kind, flags[-1]), default=None, help=help_text,
-                            choices=meta["choices"], metavar=None if meta["choices"] else meta["metavar"])
+                            choices=meta["choices"], metavar=None if meta["choices"] else meta["metavar"], **optional)
 
 
 def _parse_as(kind, flag: str):

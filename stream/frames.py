@@ -58,13 +58,16 @@ class Camera:
 class Frame:
     """One decoded video frame.
 
-    index: 0-based position in the source (counts decoded frames, also across reconnects).
+    index: 0-based frame number in the source, counting the frames the source could not
+        deliver (corrupt or undecodable): after a skipped frame the next index jumps, so an
+        index always names the same picture of the input. Across a network reconnect it keeps
+        counting from the last frame before the drop.
     pts_s: presentation time in seconds from the container's time base (None if unknown).
     t_capture_ns: ``time.monotonic_ns()`` when the frame was handed to the pipeline.
-    image: (H, W, 3) uint8 RGB, C-contiguous.
-    new_timeline: True on the first frame of a new timeline (a reconnected stream, a clock
-        that went back): stages that keep state over time start over. Set by the source, or by
-        the pipeline when the frame's time goes back.
+    image: (H, W, 3) uint8 RGB, C-contiguous, upright (the container's rotation applied).
+    new_timeline: True on the first frame of a source and on the first frame after a break
+        in its timeline (a network reconnect, or timestamps going backwards): what came before
+        says nothing about this frame (tracks and filters start afresh).
     """
 
     index: int

@@ -313,9 +313,8 @@ class Pipeline:
     report_every_s: log a one-line progress report this often (None: never).
     camera: gives every packet its intrinsics (default: a 60 degree field of view).
 
-    Every packet gets its intrinsics here, and a frame whose time goes back (a restarted
-    stream) is marked as a new timeline unless the source already said so: stages that keep
-    state over time read :attr:`stream.frames.Frame.new_timeline`, never the clock.
+    Every packet gets its intrinsics here. Stages that keep state over time start over on
+    :attr:`stream.frames.Frame.new_timeline`, which the source sets (never on the clock).
     """
 
     def __init__(self, source, stages: list[Stage], policy: str | None = None, queue_size: int = 8,
@@ -386,15 +385,11 @@ class Pipeline:
         self.stop()
 
     def _source_loop(self, out_q) -> None:
-        last_t_s = None
         try:
             for frame in self.source.frames():
                 if self._stop.is_set():
                     break
                 self.stats.frames_in += 1
-                if last_t_s is not None and frame.t_s < last_t_s:
-                    frame.new_timeline = True
-                last_t_s = frame.t_s
                 self._put(out_q, Packet(frame, intrinsics=self.camera.intrinsics(frame.width, frame.height)))
                 if self.max_frames is not None and self.stats.frames_in >= self.max_frames:
                     break

@@ -4,21 +4,30 @@ Every source yields :class:`stream.frames.Frame` objects (RGB uint8) from :meth:
 
 - ``pts_s`` comes from the container's time base (images: index / ``image_fps``);
 - ``t_capture_ns`` is ``time.monotonic_ns()`` when the frame left the source;
-- corrupt packets and undecodable data are skipped and counted in :attr:`Source.stats`.
+- ``index`` is the frame's number in the input: corrupt packets and undecodable data are
+  skipped and counted in :attr:`Source.stats`, and the frames they cost leave gaps in the
+  indices (so an index always names the same picture of the input);
+- images are upright: a rotation or flip the container declares (a phone video's display
+  matrix) is applied, and ``width``/``height`` are those of the upright frames;
+- ``new_timeline`` is True on the first frame and after a break (a reconnect, timestamps
+  going backwards).
 
 Live sources (network streams, cameras, and files opened with ``realtime=True``, which are
 paced by their timestamps) produce frames at their own pace; the pipeline drops stale ones.
 Network streams have open and read timeouts and reconnect with exponential backoff when the
-stream drops; reconnections are counted and logged.
+stream drops; reconnections are counted and logged. The first open gives up once the open
+timeout has passed; after a drop, at most ``max_reconnects`` reconnection attempts are made.
 
 Use :func:`open_source` to pick the right class from a string.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,15 +45,26 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "tcp", "udp", "srt"
 _NETWORK_URL = re.compile(rf"^({'|'.join(NETWORK_SCHEMES)})://", re.IGNORECASE)
 
 
+MAX_PENDING_FRAMES = 4096  # demuxed frames kept for numbering while the decoder has not returned them
+
+
 class SourceError(Exception):
     """A source could not be opened or read; the message says what to check."""
 
 
 @dataclass
 class SourceStats:
-    """Counters of one source. ``skipped`` keeps a short human-readable log of what was lost."""
+    """Counters of one source. ``skipped`` keeps a short human-readable log of what was lost.
+
+    frames: frames delivered. skipped_frames: frames of the input that were not delivered
+    (corrupt, undecodable, or dropped by the decoder): the gaps in ``Frame.index``.
+    corrupt_packets: packets or decoded frames flagged corrupt (skipped). decode_errors:
+    packets the decoder rejected (skipped). reconnects: network stream drops reconnected.
+    truncated: the input ended before its header said it would.
+    """
 
     frames: int = 0
+    skipped_frames: int = 0
     corrupt_packets: int = 0
     decode_errors: int = 0
     reconnects: int = 0
@@ -57,6 +77,8 @@ class SourceStats:
 
     def summary(self) -> str:
         parts = [f"{self.frames} frames"]
+        if self.skipped_frames:
+            parts.append(f"{self.skipped_frames} frames of the input skipped (frame indices have gaps there)")
         if self.corrupt_packets:
             parts.append(f"{self.corrupt_packets} corrupt packets skipped")
         if self.decode_errors:
@@ -69,22 +91,55 @@ class SourceStats:
 
     def as_dict(self) -> dict:
         return {
-            "frames": self.frames, "corrupt_packets": self.corrupt_packets,
+            "frames": self.frames, "skipped_frames": self.skipped_frames, "corrupt_packets": self.corrupt_packets,
             "decode_errors": self.decode_errors, "reconnects": self.reconnects,
             "truncated": self.truncated,
         }
 
 
+def display_matrix(video_frame) -> tuple[int, int, int, int] | None:
+    """The 2x2 part (a, b, c, d) of the frame's display matrix, each rounded to -1, 0 or 1,
+    or None when the frame has none. FFmpeg's convention: a stored pixel (x, y) is shown at
+    (a x + c y, b x + d y) plus a translation; a phone video recorded upright on a phone held
+    on its side carries one."""
+    import av
+
+    for side_data in video_frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX and len(bytes(side_data)) >= 36:
+            a, b, _, c, d = struct.unpack("<5i", bytes(side_data)[:20])
+            return tuple(int(round(v / 65536.0)) for v in (a, b, c, d))
+    return None
+
+
+def upright(image: np.ndarray, matrix: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The stored image (H, W, ...) as it is meant to be shown, given its display matrix
+    (a, b, c, d) from :func:`display_matrix` (rotations by multiples of 90 degrees and flips;
+    other matrices are ignored)."""
+    if matrix is None:
+        return image
+    a, b, c, d = matrix
+    if b == 0 and c == 0 and a in (-1, 1) and d in (-1, 1):
+        shown = image[:: d, :: a]  # shown[d y, a x] = stored[y, x]
+    elif a == 0 and d == 0 and b in (-1, 1) and c in (-1, 1):
+        transposed = image.swapaxes(0, 1)  # transposed[x, y] = stored[y, x], shown at row b x, column c y
+        shown = transposed[:: b, :: c]
+    else:
+        return image
+    return np.ascontiguousarray(shown)
+
+
 def _to_rgb(video_frame, max_side: int | None) -> np.ndarray:
-    """An av.VideoFrame as (H, W, 3) uint8 RGB, scaled down so its long side is <= max_side."""
+    """An av.VideoFrame as (H, W, 3) uint8 RGB, upright (its display matrix applied) and scaled
+    down so its long side is <= max_side."""
     width, height = video_frame.width, video_frame.height
+    matrix = display_matrix(video_frame)
     if max_side and max(width, height) > max_side:
         scale = max_side / max(width, height)
         width = max(2, int(round(width * scale / 2)) * 2)
         height = max(2, int(round(height * scale / 2)) * 2)
         video_frame = video_frame.reformat(width=width, height=height)
     image = video_frame.to_ndarray(format="rgb24")
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(upright(image, matrix))
 
 
 class Source:
@@ -103,10 +158,17 @@ class Source:
         self._stop = threading.Event()
 
     def frames(self) -> Iterator[Frame]:
-        """Decoded frames until the input ends or :meth:`stop` is called."""
+        """Decoded frames until the input ends or :meth:`stop` is called. Marks the first frame,
+        and a frame whose timestamp goes back, as starting a new timeline."""
+        last_pts_s = None
         for frame in self._frames():
             if self._stop.is_set():
                 return
+            if self.stats.frames == 0 or (frame.pts_s is not None and last_pts_s is not None
+                                          and frame.pts_s < last_pts_s):
+                frame.new_timeline = True
+            if frame.pts_s is not None:
+                last_pts_s = frame.pts_s
             self.stats.frames += 1
             yield frame
 
@@ -133,15 +195,34 @@ class Source:
 
 
 class _ContainerReader:
-    """Decodes the first video stream of an open av container, skipping bad packets."""
+    """Decodes the first video stream of an open av container, skipping bad packets, and
+    numbers the frames it delivers by their place in the input.
 
-    def __init__(self, container, stats: SourceStats, what: str):
+    Every demuxed packet with data is one frame of the input. The decoder returns frames in
+    presentation order, so a frame's number is the count of input frames before it: those
+    already passed plus the demuxed packets with an earlier timestamp that never came out
+    (corrupt, undecodable, or dropped by the decoder). Frames without timestamps are numbered
+    one after the other. Where the decode timestamps go back (files joined end to end), a new
+    timeline segment starts: timestamps are compared within a segment only.
+    """
+
+    def __init__(self, container, stats: SourceStats, what: str, first_index: int = 0):
         import av
 
         self.av = av
         self.container = container
         self.stats = stats
         self.what = what
+        self.packets = 0  # video packets with data demuxed
+        self.last_packet_s = time.monotonic()  # when the last packet arrived (read timeouts)
+        self._pending: list[tuple[int, int]] = []  # sorted (segment, pts) of demuxed frames not yet placed
+        self._segment = 0  # timeline segment of the last demuxed packet
+        self._last_dts: int | None = None
+        self._placed_segment = 0  # timeline segment of the last placed frame
+        self._placed_pts: int | None = None
+        self._passed = first_index  # input frames before the pending ones
+        self._delivered_last = first_index - 1  # index of the last delivered frame
+        self._finished = False
         if not container.streams.video:
             raise SourceError(f"{what} has no video stream")
         self.stream = container.streams.video[0]
@@ -150,10 +231,58 @@ class _ContainerReader:
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else None
 
-    def decoded(self) -> Iterator:
-        """av.VideoFrame objects; raises av.error.FFmpegError if demuxing itself fails."""
+    def _note_packet(self, packet) -> None:
+        """Keep the timestamp of a demuxed packet with data (one frame of the input)."""
+        self.packets += 1
+        if packet.dts is not None:
+            if self._last_dts is not None and packet.dts < self._last_dts:
+                self._segment += 1
+            self._last_dts = packet.dts
+        if packet.pts is not None:
+            bisect.insort(self._pending, (self._segment, packet.pts))
+            if len(self._pending) > MAX_PENDING_FRAMES:  # frames that never come out (no timestamps on them)
+                self._passed += len(self._pending) // 2
+                del self._pending[: len(self._pending) // 2]
+
+    def _place(self, pts: int | None) -> int:
+        """The input frame number of a decoded frame with timestamp ``pts`` (stream time base)."""
+        pending = self._pending
+        if pts is None:
+            index = self._passed
+        else:
+            if self._placed_pts is not None and pts < self._placed_pts and self._placed_segment < self._segment:
+                self._placed_segment += 1
+            self._placed_pts = pts
+            key = (self._placed_segment, pts)
+            before = bisect.bisect_left(pending, key)
+            index = self._passed + before
+            del pending[:before]
+            if pending and pending[0] == key:
+                del pending[0]
+        self._passed = index + 1
+        return index
+
+    def _deliver(self, index: int) -> None:
+        self.stats.skipped_frames += max(0, index - self._delivered_last - 1)
+        self._delivered_last = index
+
+    def finish(self) -> int:
+        """Count the input frames after the last delivered one as skipped (once); returns the
+        number of input frames seen, the index the next frame of a reopened stream gets."""
+        seen = self._passed + len(self._pending)
+        if not self._finished:
+            self._finished = True
+            self.stats.skipped_frames += max(0, seen - self._delivered_last - 1)
+        return seen
+
+    def decoded(self) -> Iterator[tuple[int, object]]:
+        """(index, av.VideoFrame) pairs, index the frame's number in the input (see the class);
+        raises av.error.FFmpegError if demuxing itself fails."""
         av = self.av
         for packet in self.container.demux(self.stream):
+            self.last_packet_s = time.monotonic()
+            if packet.size:
+                self._note_packet(packet)
             if packet.is_corrupt:
                 self.stats.corrupt_packets += 1
                 self.stats.note_skip(f"corrupt packet at pts {packet.pts}")
@@ -169,12 +298,15 @@ class _ContainerReader:
                 log.warning("%s: skipping an undecodable packet (pts %s): %s", self.what, packet.pts, exc)
                 continue
             for video_frame in decoded:
+                index = self._place(video_frame.pts)
                 if video_frame.is_corrupt:
                     self.stats.corrupt_packets += 1
-                    self.stats.note_skip(f"corrupt frame at pts {video_frame.pts}")
-                    log.warning("%s: skipping a corrupt frame (pts %s)", self.what, video_frame.pts)
+                    self.stats.note_skip(f"corrupt frame {index} (pts {video_frame.pts})")
+                    log.warning("%s: skipping corrupt frame %d (pts %s)", self.what, index, video_frame.pts)
                     continue
-                yield video_frame
+                self._deliver(index)
+                yield index, video_frame
+        self.finish()
 
     def pts_seconds(self, video_frame) -> float | None:
         if video_frame.pts is None or self.time_base is None:
@@ -227,49 +359,74 @@ class VideoFileSource(Source):
             raise
         stream = reader.stream
         self.fps = reader.fps
-        self.width, self.height = stream.codec_context.width, stream.codec_context.height
-        if self.max_side and max(self.width, self.height) > self.max_side:
-            scale = self.max_side / max(self.width, self.height)
-            self.width = max(2, int(round(self.width * scale / 2)) * 2)
-            self.height = max(2, int(round(self.height * scale / 2)) * 2)
         self.frame_count = int(stream.frames) if stream.frames else None
         self._duration_s = container.duration / 1e6 if container.duration else None
         self._start_s = container.start_time / 1e6 if container.start_time else 0.0
+        # Decode the first frame now: its display matrix says which way up the video is, so
+        # width and height are those of the upright frames from the start.
+        self._decoded = reader.decoded()
+        self._first: tuple[int, object, np.ndarray] | None = None
+        self._first_error: Exception | None = None
+        try:
+            first = next(self._decoded, None)
+        except av.error.FFmpegError as exc:
+            first, self._first_error = None, exc
+        if first is not None:
+            image = _to_rgb(first[1], self.max_side)
+            self._first = (*first, image)
+            self.height, self.width = image.shape[:2]
+        else:
+            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            if self.max_side and max(self.width, self.height) > self.max_side:
+                scale = self.max_side / max(self.width, self.height)
+                self.width = max(2, int(round(self.width * scale / 2)) * 2)
+                self.height = max(2, int(round(self.height * scale / 2)) * 2)
         return container, reader
+
+    def _indexed_images(self) -> Iterator[tuple[int, object, np.ndarray]]:
+        """(index, av.VideoFrame, upright RGB image), the frame decoded at open first."""
+        if self._first_error is not None:
+            raise self._first_error
+        if self._first is not None:
+            yield self._first
+            self._first = None
+        for index, video_frame in self._decoded:
+            yield index, video_frame, _to_rgb(video_frame, self.max_side)
 
     def _frames(self) -> Iterator[Frame]:
         import av
 
         pacer = _Pacer(self._stop) if self.live else None
-        index = 0
+        delivered = 0
         last_pts_s = None
         try:
-            for video_frame in self._reader.decoded():
+            for index, video_frame, image in self._indexed_images():
                 pts_s = self._reader.pts_seconds(video_frame)
                 if pts_s is None and self.fps:
                     pts_s = index / self.fps
-                image = _to_rgb(video_frame, self.max_side)
                 if pacer is not None and pts_s is not None:
                     pacer.wait(pts_s)
                     if self._stop.is_set():
                         return
                 yield Frame(index, pts_s, time.monotonic_ns(), image)
-                index += 1
+                delivered += 1
                 last_pts_s = pts_s
         except av.error.FFmpegError as exc:
             self.stats.truncated = True
-            self.stats.note_skip(f"reading stopped after frame {index}: {exc}")
-            log.warning("%s: reading stopped after %d frames: %s", self.path, index, exc)
+            self.stats.note_skip(f"reading stopped after {delivered} frames: {exc}")
+            log.warning("%s: reading stopped after %d frames: %s", self.path, delivered, exc)
         finally:
             self._container.close()
-        self._check_complete(index, last_pts_s)
+        seen = self._reader.finish()
+        self._check_complete(delivered, seen, last_pts_s)
 
-    def _check_complete(self, decoded: int, last_pts_s: float | None) -> None:
-        """Flag a file that ended before its header said it would (truncated)."""
+    def _check_complete(self, decoded: int, seen: int, last_pts_s: float | None) -> None:
+        """Flag a file that ended before its header said it would (truncated). decoded: frames
+        delivered; seen: frames of the input read (delivered or skipped)."""
         if self._stop.is_set():
             return
         lost = []
-        if self.frame_count and decoded + self.stats.corrupt_packets + self.stats.decode_errors < self.frame_count:
+        if self.frame_count and seen < self.frame_count:
             lost.append(f"decoded {decoded} of {self.frame_count} frames")
         duration = self._duration_s
         if duration and self.fps and last_pts_s is not None and last_pts_s + 2.0 / self.fps < duration - self._start_s:
@@ -292,7 +449,8 @@ class VideoFileSource(Source):
 class ImageSource(Source):
     """One image file or a folder of images (sorted by name), decoded with PyAV.
 
-    pts_s = index / image_fps. With ``realtime=True`` frames leave at ``image_fps``.
+    index: the image's position in the sorted folder (an unreadable image is skipped and
+    leaves a gap); pts_s = index / image_fps. With ``realtime=True`` frames leave at ``image_fps``.
     """
 
     def __init__(self, path: str | os.PathLike, image_fps: float = 30.0, realtime: bool = False,
@@ -329,14 +487,14 @@ class ImageSource(Source):
         import av
 
         pacer = _Pacer(self._stop) if self.live else None
-        index = 0
-        for path in self.files:
+        for index, path in enumerate(self.files):
             try:
                 with av.open(str(path)) as container:
                     video_frame = next(container.decode(video=0))
                     image = _to_rgb(video_frame, self.max_side)
             except (av.error.FFmpegError, StopIteration) as exc:
                 self.stats.decode_errors += 1
+                self.stats.skipped_frames += 1
                 self.stats.note_skip(f"unreadable image {path.name}: {exc}")
                 log.warning("skipping unreadable image %s: %s", path, exc)
                 continue
@@ -346,17 +504,19 @@ class ImageSource(Source):
             if pacer is not None:
                 pacer.wait(pts_s)
             yield Frame(index, pts_s, time.monotonic_ns(), image)
-            index += 1
 
 
 class NetworkSource(Source):
     """An RTSP/HTTP/TCP/UDP/RTMP/SRT stream, with timeouts and reconnection.
 
-    open_timeout_s / read_timeout_s: seconds to wait for the connection / for data.
-    When the stream drops or ends, it is reopened after a backoff of
-    ``backoff_s * 2**k`` (capped at ``max_backoff_s``), for at most ``max_reconnects``
-    consecutive failed attempts (None: forever). Frame indices keep counting across
-    reconnects; pts_s is the stream's own (it may restart after a reconnect).
+    open_timeout_s: the first open gives up when the stream has not answered within this
+    many seconds (refused connections are retried with backoff inside that time); each later
+    reopening attempt is limited to it too. read_timeout_s: no data for this many seconds
+    counts as a dropped stream. When the stream drops or ends, it is reopened after a
+    backoff of ``backoff_s * 2**k`` (capped at ``max_backoff_s``), with at most
+    ``max_reconnects`` failed attempts in a row (None: forever). Frame indices keep counting
+    across reconnects; pts_s is the stream's own (it may restart after a reconnect), and the
+    first frame after a reconnect has ``new_timeline`` set.
     """
 
     live = True
@@ -379,15 +539,27 @@ class NetworkSource(Source):
             self.options.setdefault("rtsp_transport", "tcp")
         self._container = None
         self._reader = None
+        self._next_index = 0
+        self._failed_in_a_row = 0  # reconnection attempts since the last frame that failed
+        self._last_failure = ""
         self._connect(first=True)
 
     def _open_once(self):
+        """Open the stream once; raises SourceError saying why not (``timed out`` included)."""
         import av
 
-        container = av.open(self.url, options=self.options,
-                            timeout=(self.open_timeout_s, self.read_timeout_s))
+        t0 = time.monotonic()
         try:
-            reader = _ContainerReader(container, self.stats, self.url)
+            container = av.open(self.url, options=self.options,
+                                timeout=(self.open_timeout_s, self.read_timeout_s))
+        except (av.error.FFmpegError, OSError) as exc:
+            # PyAV's timeout interrupts FFmpeg, which then reports whatever the protocol makes of
+            # it ("Immediate exit requested", RTSP: "Invalid data found"): say what happened.
+            if isinstance(exc, av.error.ExitError) or time.monotonic() - t0 >= 0.9 * self.open_timeout_s:
+                raise SourceError(f"timed out: no answer within {self.open_timeout_s:g} s") from exc
+            raise SourceError(str(exc)) from exc
+        try:
+            reader = _ContainerReader(container, self.stats, self.url, first_index=self._next_index)
         except Exception:
             container.close()
             raise
@@ -397,53 +569,89 @@ class NetworkSource(Source):
         return container, reader
 
     def _connect(self, first: bool = False) -> bool:
-        """Open the stream, retrying with backoff. Returns False if asked to stop meanwhile."""
-        import av
-
-        attempt = 0
+        """Open the stream, retrying with backoff (see the class). Returns False if asked to stop
+        meanwhile; raises SourceError when giving up. A reconnection that opens but delivers no
+        frame before dropping again counts as a failed attempt."""
+        t0 = time.monotonic()
+        attempts = 0
         while not self._stop.is_set():
+            if not first and self.max_reconnects is not None and self._failed_in_a_row >= self.max_reconnects:
+                if self.max_reconnects == 0:
+                    raise SourceError(f"stream {self.url} dropped ({self._last_failure}) and reconnecting "
+                                      "is off (--max-reconnects 0)")
+                raise SourceError(f"cannot reopen stream {self.url}: {self._last_failure}; gave up after "
+                                  f"{self._failed_in_a_row} reconnection attempt(s) in a row without a frame "
+                                  f"(--max-reconnects {self.max_reconnects}; check that the server is up)")
+            attempts += 1
             try:
                 self._container, self._reader = self._open_once()
                 if not first:
-                    log.info("%s: reconnected after %d attempt(s)", self.url, attempt + 1)
+                    log.info("%s: reconnected at attempt %d", self.url, self._failed_in_a_row + 1)
                 return True
-            except (av.error.FFmpegError, OSError, SourceError) as exc:
-                if first and not self.reconnect:
-                    raise SourceError(f"cannot open stream {self.url}: {exc} (check the address, "
-                                      "that the server is up, and the timeouts)") from exc
-                attempt += 1
-                if self.max_reconnects is not None and attempt > self.max_reconnects:
-                    raise SourceError(f"cannot {'open' if first else 'reopen'} stream {self.url} after "
-                                      f"{attempt} attempts: {exc} (check the address and that the server is up)"
-                                      ) from exc
-                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-                log.warning("%s: cannot open (%s); retrying in %.2f s (attempt %d)", self.url, exc, delay, attempt)
-                self._stop.wait(delay)
+            except SourceError as exc:
+                reason = str(exc)
+            if first:
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
+                if not self.reconnect or time.monotonic() + delay >= t0 + self.open_timeout_s:
+                    raise SourceError(f"cannot open stream {self.url}: {reason} ({attempts} attempt(s) in "
+                                      f"{time.monotonic() - t0:.1f} s; check the address, that the server is "
+                                      "up, and --open-timeout)")
+                log.warning("%s: cannot open (%s); retrying in %.2f s", self.url, reason, delay)
+            else:
+                self._failed_in_a_row += 1
+                self._last_failure = reason
+                if self.max_reconnects is not None and self._failed_in_a_row >= self.max_reconnects:
+                    continue  # gives up at the top of the loop, without waiting
+                delay = self._backoff()
+                log.warning("%s: cannot reopen (%s); retrying in %.2f s (attempt %d%s)", self.url, reason,
+                            delay, self._failed_in_a_row,
+                            "" if self.max_reconnects is None else f" of {self.max_reconnects}")
+            self._stop.wait(delay)
         return False
+
+    def _backoff(self) -> float:
+        """Seconds to wait before the next reconnection attempt."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, self._failed_in_a_row - 1))
 
     def _frames(self) -> Iterator[Frame]:
         import av
 
-        index = 0
         while not self._stop.is_set():
             reason = "the stream ended"
+            new_timeline = True
+            reader = self._reader
             try:
-                for video_frame in self._reader.decoded():
-                    pts_s = self._reader.pts_seconds(video_frame)
+                for index, video_frame in reader.decoded():
                     image = _to_rgb(video_frame, self.max_side)
-                    yield Frame(index, pts_s, time.monotonic_ns(), image)
-                    index += 1
+                    if new_timeline:
+                        self.height, self.width = image.shape[:2]
+                        self._failed_in_a_row = 0
+                    yield Frame(index, reader.pts_seconds(video_frame), time.monotonic_ns(), image,
+                                new_timeline=new_timeline)
+                    new_timeline = False
                     if self._stop.is_set():
                         return
             except av.error.FFmpegError as exc:
-                reason = str(exc)
+                if isinstance(exc, av.error.ExitError) or \
+                        time.monotonic() - reader.last_packet_s >= 0.9 * self.read_timeout_s:
+                    reason = f"timed out: no data for {self.read_timeout_s:g} s"
+                else:
+                    reason = str(exc)
             finally:
+                self._next_index = reader.finish()
                 self._close_container()
             if self._stop.is_set() or not self.reconnect:
                 return
             self.stats.reconnects += 1
             log.warning("%s: stream dropped after frame %d (%s); reconnecting (reconnect #%d)",
-                        self.url, index, reason, self.stats.reconnects)
+                        self.url, self._next_index - 1, reason, self.stats.reconnects)
+            if new_timeline:  # this connection gave no frame: a failed attempt
+                self._failed_in_a_row += 1
+                self._last_failure = f"{reason} before any frame"
+                if self.max_reconnects is None or self._failed_in_a_row < self.max_reconnects:
+                    self._stop.wait(self._backoff())
+            else:
+                self._last_failure = reason
             if not self._connect():
                 return
 
@@ -492,12 +700,10 @@ class CameraSource(Source):
     def _frames(self) -> Iterator[Frame]:
         import av
 
-        index = 0
         try:
-            for video_frame in self._reader.decoded():
+            for index, video_frame in self._reader.decoded():
                 yield Frame(index, self._reader.pts_seconds(video_frame), time.monotonic_ns(),
                             _to_rgb(video_frame, self.max_side))
-                index += 1
         except av.error.FFmpegError as exc:
             raise SourceError(f"camera {self.name} stopped: {exc}") from exc
         finally:

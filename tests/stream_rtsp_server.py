@@ -1,12 +1,14 @@
 """A minimal RTSP server for the reconnect tests: one H.264 stream over RTP interleaved in TCP.
 
-    python tests/stream_rtsp_server.py PORT FIRST_FRAME [FPS]
+    python tests/stream_rtsp_server.py PORT FIRST_FRAME [FPS] [STOP_AFTER [stall|drop]]
 
 Serves rtsp://127.0.0.1:PORT/live to one client at a time (OPTIONS, DESCRIBE, SETUP with
 RTP/AVP/TCP interleaved, PLAY, TEARDOWN), sending frames in real time from PLAY on; prints
 "serving" once listening. H.264 is packetized per RFC 6184 (single NAL unit packets, FU-A for
 larger NAL units); the encoder repeats SPS/PPS with every key frame so no sprop-parameter-sets
-are needed in the SDP. Killing the process drops the stream.
+are needed in the SDP. Killing the process drops the stream. With STOP_AFTER, each client gets that
+many frames; then the server keeps the connection open but silent (stall, the default) or
+closes it (drop) and waits for the next client.
 """
 
 import socket
@@ -82,7 +84,8 @@ def rtp_payloads(nal: bytes) -> list[bytes]:
     return out
 
 
-def stream_frames(conn: socket.socket, first: int, fps: int) -> None:
+def stream_frames(conn: socket.socket, first: int, fps: int, stop_after: int | None = None,
+                  stop: str = "stall") -> None:
     encoder = av.CodecContext.create("libx264", "w")
     encoder.width, encoder.height, encoder.pix_fmt = 64, 48, "yuv420p"
     encoder.time_base = Fraction(1, fps)
@@ -103,12 +106,17 @@ def stream_frames(conn: socket.socket, first: int, fps: int) -> None:
                 conn.sendall(b"$\x00" + struct.pack(">H", len(rtp)) + rtp)
                 seq += 1
         i += 1
+        if stop_after is not None and i >= stop_after:
+            if stop == "drop":
+                return
+            time.sleep(3600)  # connected, silent
         delay = t0 + i / fps - time.monotonic()
         if delay > 0:
             time.sleep(delay)
 
 
-def serve_one(conn: socket.socket, port: int, first: int, fps: int) -> None:
+def serve_one(conn: socket.socket, port: int, first: int, fps: int, stop_after: int | None = None,
+              stop: str = "stall") -> None:
     buffer = bytearray()
     while True:
         request = read_request(conn, buffer)
@@ -124,7 +132,7 @@ def serve_one(conn: socket.socket, port: int, first: int, fps: int) -> None:
             reply(conn, cseq, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 4d455348;timeout=60\r\n")
         elif method == "PLAY":
             reply(conn, cseq, "Session: 4d455348\r\nRange: npt=0.000-\r\n")
-            stream_frames(conn, first, fps)
+            stream_frames(conn, first, fps, stop_after, stop)
             return
         elif method == "TEARDOWN":
             reply(conn, cseq, "Session: 4d455348\r\n")
@@ -136,6 +144,8 @@ def serve_one(conn: socket.socket, port: int, first: int, fps: int) -> None:
 def main() -> None:
     port, first = int(sys.argv[1]), int(sys.argv[2])
     fps = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    stop_after = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    stop = sys.argv[5] if len(sys.argv) > 5 else "stall"
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", port))
@@ -144,7 +154,7 @@ def main() -> None:
     while True:
         conn, _ = server.accept()
         try:
-            serve_one(conn, port, first, fps)
+            serve_one(conn, port, first, fps, stop_after, stop)
         except OSError:
             pass
         finally:

@@ -157,7 +157,9 @@ class PoseEstimator:
         tensor, box = geo.letterbox(image)
         raw_boxes, raw_scores = self.detector(torch.from_numpy(tensor[None]))
         self.detector_runs += 1
-        scores, boxes, keypoints = geo.decode_detections(raw_boxes[0].numpy(), raw_scores[0].numpy(), self.anchors)
+        # .cpu(): an engine on a GPU answers with tensors on the GPU.
+        scores, boxes, keypoints = geo.decode_detections(raw_boxes[0].cpu().numpy(), raw_scores[0].cpu().numpy(),
+                                                         self.anchors)
         found = []
         for score, det_box, det_kps in geo.weighted_nms(scores, boxes, keypoints)[: self.max_people]:
             corners = geo.remove_letterbox(det_box.reshape(2, 2), box, width, height).reshape(4)
@@ -172,7 +174,8 @@ class PoseEstimator:
             return []
         height, width = image.shape[:2]
         crops = np.stack([geo.crop_roi(image, roi) for roi in rois])
-        raw, presence, mask_logits, heatmaps, world = (t.numpy() for t in self.landmarker(torch.from_numpy(crops)))
+        outputs = self.landmarker(torch.from_numpy(crops))
+        raw, presence, mask_logits, heatmaps, world = (t.cpu().numpy() for t in outputs)
         people: list[PersonObservation | None] = []
         for k, roi in enumerate(rois):
             score = float(presence[k].reshape(-1)[0])

@@ -42,14 +42,14 @@ def run(args) -> int:
 
     from stream import bench
     from stream.commands._common import build_chain, config_from_args
-    from stream.compose import Engines, load_body_model, load_lifter, open_source
+    from stream.compose import load_engines, open_source
     from stream.config import SAMPLE_CLIP
     from stream.publisher import Publisher
 
     config = config_from_args(args, max_frames=None, report_every_s=0.0)
     path = config.source or str(SAMPLE_CLIP)
-    body_model = load_body_model(config)
-    engines = Engines(body_model, load_lifter(config, body_model) if config.pose != "off" else None)
+    engines = load_engines(config)
+    body_model = engines.body_model
     result = {"input": path, "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
                                          "torch_threads": torch.get_num_threads(),
                                          "platform": platform.platform(), "device": config.device}}

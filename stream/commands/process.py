@@ -14,7 +14,8 @@ from __future__ import annotations
 
 NAME = "process"
 HELP = "offline: video -> results .npz (+ overlay .mp4 with --render)"
-OPTIONS = ["results", "render", "results_vertices", "bvh", "glb", "vmc", "vmc_people", "max_frames", "stats_json"]
+OPTIONS = ["results", "render", "render_keypoints", "render_side_view", "results_vertices", "bvh", "glb", "vmc",
+           "vmc_people", "max_frames", "stats_json"]
 
 
 def add_arguments(parser) -> None:

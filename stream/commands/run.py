@@ -9,6 +9,7 @@ examples:
   meshstream run /dev/video0 --publish tcp://*:5556
   meshstream run rtsp://camera/stream --source-name door
   meshstream run video.mp4 --realtime --config live.toml
+  meshstream run --view                            also show the people in 3D at http://127.0.0.1:8080
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ HELP = "live: publish per-frame body meshes from a camera, stream or file over Z
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 OPTIONS = ["realtime", "max_frames", "publish", "publish_vertices", "float16", "source_name", "curve_keys",
            "meta_interval_s", "linger_s", "wait_subscribers_s", "open_timeout_s", "read_timeout_s",
-           "max_reconnects", "vmc", "vmc_people", "bvh", "glb", "stats_json", "report_every_s"]
+           "max_reconnects", "vmc", "vmc_people", "view", "bvh", "glb", "stats_json", "report_every_s"]
 
 
 def add_arguments(parser) -> None:

@@ -253,13 +253,11 @@ class VideoWorker:
 
     def __init__(self, config: dict, progress=None):
         logging.basicConfig(level=logging.WARNING)
-        from stream.compose import Engines, load_body_model, load_lifter
+        from stream.compose import load_engines
 
         t0 = time.perf_counter()
         self.config = Config(**config)
-        body_model = load_body_model(self.config)
-        lifter = load_lifter(self.config, body_model) if self.config.pose != "off" else None
-        self.engines = Engines(body_model, lifter)
+        self.engines = load_engines(self.config)
         self.load_s = time.perf_counter() - t0
         self.progress = progress
 

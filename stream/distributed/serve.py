@@ -126,7 +126,7 @@ class StreamPipeline:
 
     def __init__(self, name: str, config: dict, loop: bool = False, retry_s: float = 2.0, window_s: float = 5.0):
         logging.basicConfig(level=logging.WARNING)
-        from stream.compose import Engines, load_body_model, load_lifter
+        from stream.compose import load_engines
         from stream.publisher import Publisher
 
         self.name = name
@@ -135,8 +135,7 @@ class StreamPipeline:
         self.retry_s = retry_s
         self.window_s = window_s
         t0 = time.perf_counter()
-        body_model = load_body_model(self.config)
-        self.engines = Engines(body_model, load_lifter(self.config, body_model) if self.config.pose != "off" else None)
+        self.engines = load_engines(self.config)
         self.load_s = time.perf_counter() - t0
         self.publisher = Publisher(self.config.publish, meta_interval_s=self.config.meta_interval_s,
                                    linger_ms=int(self.config.linger_s * 1000),

@@ -29,7 +29,8 @@ class BodyStage(Stage):
             return packet
 
         def stacked(name: str):
-            return torch.from_numpy(np.stack([getattr(p, name) for p in people]).astype(np.float32))
+            values = torch.from_numpy(np.stack([getattr(p, name) for p in people]).astype(np.float32))
+            return values.to(self.model.device)
 
         with torch.inference_mode():
             out = self.model(stacked("global_orient"), stacked("body_pose").reshape(len(people), 23, 3),

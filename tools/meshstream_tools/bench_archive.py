@@ -66,14 +66,13 @@ def shell_loop(clips: list[Path], out: Path) -> float:
 
 
 def in_process_loop(clips: list[Path], out: Path) -> dict:
-    from stream.compose import Engines, compose, load_body_model, load_lifter
+    from stream.compose import compose, load_engines
     from stream.config import Config
 
     out.mkdir(parents=True, exist_ok=True)
     config = Config(threads=1)
     t0 = time.perf_counter()
-    body_model = load_body_model(config)
-    engines = Engines(body_model, load_lifter(config, body_model))
+    engines = load_engines(config)
     load_s = time.perf_counter() - t0
     per_video = []
     for clip in clips:
