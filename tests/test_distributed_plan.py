@@ -168,3 +168,17 @@ def test_streams_file_gives_each_stream_its_topic_options_and_resources(tmp_path
     assert door.config.max_people == 2 and hall.config.max_people == 4 and hall.config.max_side == 320
     assert door.config.realtime and not door.loop and hall.loop
     assert (door.cpus, door.gpus, hall.cpus, hall.gpus) == (1.0, 0.0, 2.0, 0.5)
+
+
+def test_status_table_shows_each_stream_and_why_one_is_not_running():
+    from stream.distributed.serve import format_status
+
+    table = format_status({
+        "door": {"state": "running", "fps": 12.5, "latency_p50_ms": 80.0, "latency_p95_ms": 120.0,
+                 "dropped_at_source": 3, "publish_dropped": 1, "restarts": 1, "address": "tcp://*:5601"},
+        "hall": {"state": "failed", "error": "PublishError: the port is already in use", "restarts": 0,
+                 "address": "tcp://*:5602"},
+    }).splitlines()
+    assert table[0].split()[:4] == ["stream", "state", "fps", "p50"]
+    assert table[1].split()[:7] == ["door", "running", "12.5", "80", "120", "4", "1"]
+    assert table[2].split()[:6] == ["hall", "failed", "-", "-", "-", "0"] and "port is already in use" in table[2]

@@ -564,7 +564,7 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
                     summary.lost_workers += 1
                     log.warning("%s: worker lost (%s); a new worker takes its place", job.key, type(exc).__name__)
                     record = {"key": job.key, "source": job.source, "attempt": attempt, "status": "failed",
-                              "error": f"worker lost: {str(exc).splitlines()[0]}", "retryable": True}
+                              "error": f"worker lost: {_actor_error(exc)}", "retryable": True}
                     worker = new_worker()
                 else:
                     if worker not in described:
@@ -599,6 +599,15 @@ def process_archive(jobs: list[VideoJob], output_dir: str | os.PathLike, config:
             if job.key in failed_keys or job.key in parts:  # failed, or interrupted before its chunks were joined
                 remove_staged(job)
     return summary
+
+
+def _actor_error(exc: Exception) -> str:
+    """One line for a dead actor: the error its constructor raised (the last line of the
+    traceback Ray gives), else Ray's first line (killed, node lost)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if "creation task" in lines[0] else lines[0]
 
 
 def _joined_record(job: VideoJob, parts: list[tuple[Chunk, dict]]) -> dict:

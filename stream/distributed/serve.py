@@ -249,7 +249,8 @@ class StreamSupervisor:
 
     def status(self, timeout_s: float = 2.0) -> dict[str, dict]:
         """Each stream's status (see :meth:`StreamPipeline.status`); a stream whose actor does not
-        answer (starting, or its process died and Ray is starting it again) is "unreachable"."""
+        answer yet is "starting" (loading models), later "unreachable" (its process died and Ray
+        is starting it again), and "failed" when its actor could not start (the error says why)."""
         ray = self.ray
         refs = {name: actor.status.remote() for name, actor in self.actors.items()}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
@@ -258,14 +259,17 @@ class StreamSupervisor:
         for name, ref in refs.items():
             spec = self.specs[name]
             base = {"name": name, "address": spec.config.publish, "topic": spec.topic, "source": spec.config.source}
+            waiting = "starting" if name not in self._pids else "unreachable"  # loading models, or restarting
             if ref not in ready:
-                out[name] = {**base, "state": "unreachable", "restarts": self.restarts[name]}
+                out[name] = {**base, "state": waiting, "restarts": self.restarts[name]}
                 continue
             try:
                 status = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
-                out[name] = {**base, "state": "unreachable", "error": str(exc).splitlines()[0],
-                             "restarts": self.restarts[name]}
+                from stream.distributed.archive import _actor_error
+
+                out[name] = {**base, "state": "failed" if "creation task" in str(exc) else waiting,
+                             "error": _actor_error(exc), "restarts": self.restarts[name]}
                 continue
             previous = self._pids.get(name)
             if previous is not None and previous != status["pid"]:
@@ -327,7 +331,7 @@ def format_status(status: dict[str, dict]) -> str:
     for name, s in status.items():
         def num(key, fmt):
             value = s.get(key)
-            return format(value, fmt) if isinstance(value, (int, float)) else "-"
+            return format(value, fmt) if isinstance(value, (int, float)) else "-".rjust(int(fmt.split(".")[0]))
         drops = (s.get("dropped_at_source") or 0) + (s.get("publish_dropped") or 0)
         lines.append(f"{name:<14} {s.get('state', '?'):<12} {num('fps', '6.1f')} {num('latency_p50_ms', '8.0f')} "
                      f"{num('latency_p95_ms', '8.0f')} {drops:>6} {s.get('restarts', 0):>8}  {s.get('address')}"
