@@ -15,7 +15,7 @@ BLENDER_VENV ?= .venv-blender
 BPY ?= bpy==5.0.1
 GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: setup gl models demo test test-blender gltf-validator chromium bench synthetic accuracy clean
+.PHONY: setup gl models demo test test-ray test-blender gltf-validator chromium bench synthetic accuracy clean
 
 setup: $(VENV)/.installed gl
 
@@ -53,6 +53,12 @@ demo: models
 
 test: models gltf-validator chromium
 	$(BIN)/python -m pytest -q -ra
+
+# meshstream on a local Ray (docs/SCALING.md): installs the `ray` extra (~80 MB wheel), then runs
+# the tests marked `ray` (tests/test_distributed.py: archives with a killed worker, two live streams).
+test-ray: models
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	$(BIN)/python -m pytest -q -ra -m ray
 
 # The exports opened in Blender itself: installs bpy (~370 MB) into $(BLENDER_VENV), then runs
 # the tests marked `blender` (tests/test_export_blender.py).

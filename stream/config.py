@@ -266,6 +266,12 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
     if isinstance(data.get("meshstream"), dict):
         data = data["meshstream"]
+    return options_from_mapping(data, f"--config {path}")
+
+
+def options_from_mapping(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Option names and values of a TOML table (keys as field names or flags, ``max-people`` or
+    ``max_people``); an unknown name is a ConfigError that starts with ``where``."""
     by_flag = {(f.metadata.get("flag") or f.name).lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(Config)}
     known = {f.name for f in dataclasses.fields(Config)}
     values = {}
@@ -273,7 +279,7 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         name = key.replace("-", "_")
         name = name if name in known else by_flag.get(name)
         if name is None:
-            raise ConfigError(f"--config {path}: unknown option {key!r} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{where}: unknown option {key!r} (known: {', '.join(sorted(known))})")
         values[name] = float(value) if _base_type(_FIELDS[name]) is float and isinstance(value, int) \
             and not isinstance(value, bool) else value
     return values

@@ -7,6 +7,7 @@ examples:
   meshstream process video.mp4 -o out.npz
   meshstream process video.mp4 -o out.npz --render out.mp4 --max-people 2
   meshstream process frames/ -o out.npz --fov 75 --config offline.toml
+  meshstream process --ray archive/ more/*.mp4 -o results/     on a Ray cluster (docs/SCALING.md)
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ def add_arguments(parser) -> None:
     from stream.commands._common import add_engine_arguments
     from stream.config import add_arguments as add_options
 
-    parser.add_argument("source", metavar="INPUT", help="video file, image, or folder of images")
+    parser.add_argument("source", metavar="INPUT", nargs="?", default=None,
+                        help="video file, image, or folder of images")
+    parser.add_argument("more_inputs", metavar="INPUT", nargs="*", default=[],
+                        help="with --ray: more inputs (video files, folders of videos, glob patterns)")
     add_options(parser, OPTIONS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(parser)
+    from stream.distributed.command import add_archive_arguments
+
+    add_archive_arguments(parser)
 
 
 def run(args) -> int:
@@ -36,6 +43,15 @@ def run(args) -> int:
     from stream.commands._common import build_chain, config_from_args, stop_on_sigterm
     from stream.pipeline import OFFLINE, PipelineError
 
+    if args.ray is not None:
+        from stream.distributed.command import process_on_ray
+
+        return process_on_ray(args)
+    if args.source is None:
+        raise UserError("give an input: meshstream process VIDEO -o OUT.npz")
+    if args.more_inputs:
+        raise UserError(f"{1 + len(args.more_inputs)} inputs given: process takes one, or any number with --ray "
+                        "(a local Ray on this machine when no address follows it; docs/SCALING.md)")
     config = config_from_args(args, report_every_s=0.0)
     if config.results is None:
         raise UserError("give a results file: -o OUT.npz")
