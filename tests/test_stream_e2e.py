@@ -259,8 +259,9 @@ def test_run_without_a_source_plays_the_bundled_sample_and_ctrl_c_stops_it_clean
         assert sub.wait_for_meta(5).header["source"]["name"].endswith("sample.mp4")
     assert first.header["width"] == 720 and first.header["height"] == 1280
     run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=20)
+    stdout, stderr = run.communicate(timeout=20)
     assert run.returncode == 130 and "interrupted" in stderr
+    assert "frames in" in stdout and "published" in stdout  # the summary, also after Ctrl-C
     stats = json.loads(stats_path.read_text())
     assert 0 < stats["frames_out"] < 65 and stats["policy"] == "live"
 
