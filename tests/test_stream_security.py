@@ -211,18 +211,24 @@ def test_a_finished_run_ends_listen_and_the_readme_loop_and_counts_a_one_frame_c
                 print("frame", msg.header["frame_index"], flush=True)
             print("ended", sub.end.header["reason"], sub.end.header["seq"], flush=True)
     """, address)
-    listen = meshstream_popen("listen", address, "--timeout", "20")
+    # One subscriber per run: --wait-subscribers waits for the first one only, and a second one
+    # joining a moment later would miss the clip's only frame.
     run = meshstream("run", str(clip), "--pose", "off", "--publish", address, "--wait-subscribers", "20",
+                     "--linger", "2")
+    loop_out, loop_err = readme_loop.communicate(timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert "published 1 messages" in run.stdout, run.stdout
+    assert readme_loop.returncode == 0, loop_err
+    assert loop_out.splitlines()[0] == "frame 0" and loop_out.splitlines()[1].startswith("ended ")
+    listen_address = _address()
+    listen = meshstream_popen("listen", listen_address, "--timeout", "20")
+    run = meshstream("run", str(clip), "--pose", "off", "--publish", listen_address, "--wait-subscribers", "20",
                      "--linger", "2")
     assert run.returncode == 0, run.stderr
     out, err = listen.communicate(timeout=30)
-    loop_out, loop_err = readme_loop.communicate(timeout=30)
-    assert "published 1 messages" in run.stdout, run.stdout
     assert listen.returncode == 0, err
     assert [line.split()[0] for line in out.splitlines() if not line.startswith("topology")] == ["frame", "end"]
     assert "nothing received" not in err
-    assert readme_loop.returncode == 0, loop_err
-    assert loop_out.splitlines()[0] == "frame 0" and loop_out.splitlines()[1].startswith("ended ")
     assert loop_out.splitlines()[1].endswith(" 1")
 
 
