@@ -358,10 +358,44 @@ class LoopingClipSource:
         self.stop()
 
 
+def _heap_counters():
+    """glibc's mallinfo2 (None elsewhere): how much of the C heap is in use and how much is free
+    but kept by the allocator (fragmentation), which tells a leak from a heap that only spreads."""
+    import ctypes
+    import ctypes.util
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    mallinfo2.argtypes = []
+    return mallinfo2
+
+
+_MALLINFO2 = None
+
+
 def process_resources() -> dict:
     """This process's resident memory (MB), OS threads, Python threads and open file descriptors
-    (Linux /proc; psutil where /proc is missing; None for what neither gives)."""
-    out = {"rss_mb": None, "os_threads": None, "py_threads": threading.active_count(), "fds": None}
+    (Linux /proc; psutil where /proc is missing; None for what neither gives); with glibc, the C
+    heap's bytes in use, free but kept, and mapped on their own (MB)."""
+    global _MALLINFO2
+    out = {"rss_mb": None, "os_threads": None, "py_threads": threading.active_count(), "fds": None,
+           "heap_in_use_mb": None, "heap_free_mb": None, "heap_mmapped_mb": None}
+    if _MALLINFO2 is None:
+        _MALLINFO2 = _heap_counters() or False
+    if _MALLINFO2:
+        info = _MALLINFO2()
+        out["heap_in_use_mb"] = info.uordblks / 2**20  # allocated from the arenas
+        out["heap_free_mb"] = info.fordblks / 2**20  # free, kept in the arenas
+        out["heap_mmapped_mb"] = info.hblkhd / 2**20  # large blocks mapped on their own
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -467,8 +501,6 @@ def soak(config, minutes: float, interval_s: float | None = None, warmup_s: floa
     snapshots at the end of warm-up and at the end (the 15 largest growths, by line), which
     slows the run down.
     """
-    import gc
-
     from stream.compose import compose
     from stream.config import SAMPLE_CLIP
 
@@ -493,7 +525,6 @@ def soak(config, minutes: float, interval_s: float | None = None, warmup_s: floa
         finished = stats.frames_out - last.get("frames_out", 0)
         lag = subscriber.take_lag()
         row = {"t_s": round(t_s, 2), **process_resources(),
-               "py_objects": len(gc.get_objects()),
                "frames_in": stats.frames_in, "frames_out": stats.frames_out,
                "published": chain.publisher.sent, "received": subscriber.frames, "missed": subscriber.missed,
                "dropped_at_source": getattr(pipeline._first_queue, "dropped", 0),
@@ -537,8 +568,11 @@ def soak(config, minutes: float, interval_s: float | None = None, warmup_s: floa
         tracemalloc.start(1)
     thread = threading.Thread(target=sampler, name="soak-sampler", daemon=True)
     thread.start()
+    interrupted = False
     try:
         chain.run()
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the samples so far still make a report
+        interrupted = True
     finally:
         done.set()
         thread.join(5.0)
@@ -550,7 +584,7 @@ def soak(config, minutes: float, interval_s: float | None = None, warmup_s: floa
             tracemalloc.stop()
     summary = soak_summary(samples, warmup_s)
     summary.update({
-        "frames_in": pipeline.stats.frames_in, "frames_out": pipeline.stats.frames_out,
+        "interrupted": interrupted, "frames_in": pipeline.stats.frames_in, "frames_out": pipeline.stats.frames_out,
         "published": chain.publisher.sent, "publisher_dropped": chain.publisher.dropped,
         "received": subscriber.frames, "missed": subscriber.missed, "people_received": subscriber.people,
         "frames_with_vertices": subscriber.vertices_frames, "end_of_stream_received": subscriber.ended,
@@ -588,7 +622,12 @@ def soak_summary(samples: list[dict], warmup_s: float) -> dict:
                          "growth_after_warmup": rss[-1] - rss[0], "max": max(s["rss_mb"] or 0 for s in samples),
                          "first_10pct_median": first10, "last_10pct_median": last10,
                          "growth_first_to_last_10pct": last10 - first10}
-    for key in ("os_threads", "py_threads", "fds", "py_objects"):
+    for key in ("heap_in_use_mb", "heap_free_mb", "heap_mmapped_mb"):
+        values = [s[key] for s in after if s.get(key) is not None]
+        if values:
+            out[key] = {"after_warmup": values[0], "end": values[-1], "growth": values[-1] - values[0],
+                        "max": max(values)}
+    for key in ("os_threads", "py_threads", "fds"):
         values = [s[key] for s in after if s.get(key) is not None]
         if values:
             out[key] = {"after_warmup": values[0], "end": values[-1], "min": min(values), "max": max(values),
@@ -608,8 +647,11 @@ def format_soak(result: dict) -> str:
                      f"{r['end']:.1f} MB at the end (growth {r['growth_after_warmup']:+.1f} MB; medians of the "
                      f"first/last 10 %: {r['first_10pct_median']:.1f} / {r['last_10pct_median']:.1f} MB, "
                      f"{r['growth_first_to_last_10pct']:+.1f} MB), max {r['max']:.1f} MB")
-    for key, label in (("os_threads", "OS threads"), ("py_threads", "Python threads"), ("fds", "open files"),
-                       ("py_objects", "Python objects")):
+    if "heap_in_use_mb" in s:
+        lines.append("C heap (glibc): " + ", ".join(
+            f"{label} {s[key]['after_warmup']:.1f} -> {s[key]['end']:.1f} MB" for key, label in
+            (("heap_in_use_mb", "in use"), ("heap_free_mb", "free but kept"), ("heap_mmapped_mb", "mapped"))))
+    for key, label in (("os_threads", "OS threads"), ("py_threads", "Python threads"), ("fds", "open files")):
         if key in s:
             v = s[key]
             lines.append(f"{label}: {v['after_warmup']} after warm-up, {v['end']} at the end (range {v['min']}-"
@@ -618,6 +660,8 @@ def format_soak(result: dict) -> str:
                  f"chain, {s['published']} published, {s['received']} received, {s['missed']} missed (seq gaps), "
                  f"dropped at source {s['dropped_at_source']}, degrade level max {s['max_degrade_level']}, "
                  f"end-to-end p95 {s['e2e_p95_ms']:.1f} ms; end of stream received: {s['end_of_stream_received']}")
+    if s.get("interrupted"):
+        lines.append("interrupted before the end: the figures cover the run until then")
     if s.get("subscriber_error"):
         lines.append(f"subscriber failed: {s['subscriber_error']}")
     for line in s.get("tracemalloc_top_growth", []):

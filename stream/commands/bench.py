@@ -151,8 +151,9 @@ def run_soak(args, config) -> int:
             raise UserError(f"--soak-json {args.soak_json}: folder {folder} does not exist (create it first)")
 
     def progress(row: dict) -> None:
-        log.info("soak %7.1f s: RSS %.1f MB, %s OS threads, %s fds, %d frames out, %d received, %d missed, "
-                 "e2e p95 %.0f ms, degrade %d", row["t_s"], row["rss_mb"] or float("nan"), row["os_threads"],
+        log.info("soak %7.1f s: RSS %.1f MB (heap in use %.1f, free %.1f), %s OS threads, %s fds, %d frames out, "
+                 "%d received, %d missed, e2e p95 %.0f ms, degrade %d", row["t_s"], row["rss_mb"] or float("nan"),
+                 row["heap_in_use_mb"] or float("nan"), row["heap_free_mb"] or float("nan"), row["os_threads"],
                  row["fds"], row["frames_out"], row["received"], row["missed"], row["e2e_p95_ms"],
                  row["degrade_level"])
 
