@@ -13,6 +13,9 @@ Definitions:
 - publisher: single-person frame messages with vertices, published as fast as possible to
   one subscriber on loopback TCP; throughput, the time of one publish() call, and the added
   latency (publish call -> the subscriber has decoded it).
+- soak (``meshstream bench --soak MINUTES``, :func:`soak`): the clip looped in real time through
+  the whole live chain to a subscriber for MINUTES; resident memory, the C heap, threads, open
+  files, frames and latency sampled every few seconds; growth counted after a warm-up.
 """
 
 from __future__ import annotations
