@@ -302,7 +302,7 @@ class LoopingClipSource:
     live = True
 
     def __init__(self, path: str | Path, max_side: int | None = None):
-        from stream.sources import Source, VideoFileSource
+        from stream.sources import SourceStats, VideoFileSource
 
         self.path = Path(path)
         probe = VideoFileSource(self.path, max_side=max_side)
@@ -314,9 +314,8 @@ class LoopingClipSource:
         self.name = f"{self.path} (looped)"
         self.loops = 0
         self.t_first_frame: float | None = None
-        self._base = Source(self.name, max_side)  # stats and stop, as every source has
-        self.stats = self._base.stats
-        self._stop = self._base._stop
+        self.stats = SourceStats()
+        self._stop = threading.Event()
 
     def describe(self) -> dict:
         return {"name": self.name, "fps": self.fps, "width": self.width, "height": self.height, "live": True}
