@@ -15,7 +15,7 @@ BLENDER_VENV ?= .venv-blender
 BPY ?= bpy==5.0.1
 GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: setup gl models demo test test-ray test-blender gltf-validator chromium bench synthetic accuracy clean
+.PHONY: setup gl models demo test test-ray test-blender gltf-validator chromium bench soak synthetic accuracy clean
 
 setup: $(VENV)/.installed gl
 
@@ -88,6 +88,13 @@ chromium:
 
 bench: models
 	$(BIN)/meshstream bench
+
+# The soak: the sample clip looped in real time through the live chain to a subscriber for
+# SOAK_MINUTES, memory, threads and open files sampled (series in out/soak.json; docs/benchmarks.md).
+SOAK_MINUTES ?= 60
+soak: models
+	mkdir -p out
+	$(BIN)/meshstream bench --soak $(SOAK_MINUTES) --soak-json out/soak.json
 
 # The synthetic benchmark's clips with exact ground truth (docs/accuracy.md).
 synthetic: setup

@@ -69,6 +69,9 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stream.allocator import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread allocates: live runs keep a flat footprint (stream/allocator.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))

@@ -4,6 +4,10 @@ throughput for single-person messages with vertices, and the engines' own benchm
 
 INPUT defaults to the bundled sample clip; the "longer clip" is INPUT re-timed to 30 fps and
 looped to --long-frames frames (made once, in the cache).
+
+--soak MINUTES runs a soak instead: INPUT looped in real time through the whole live chain for
+MINUTES, published on loopback to a subscriber in this process, with the process's memory,
+threads and open files sampled (``make soak``; docs/benchmarks.md, "Soak").
 """
 
 from __future__ import annotations
@@ -28,6 +32,17 @@ def add_arguments(parser) -> None:
                         help="runs of each stage alone and of each offline pipeline; the best of them counts "
                              "(the same for both sides of the efficiency; default 2)")
     parser.add_argument("--no-engine-bench", action="store_true", help="skip engines.*.bench.benchmark()")
+    parser.add_argument("--soak", type=float, default=None, metavar="MINUTES",
+                        help="run a soak test instead: INPUT looped in real time through the live chain for MINUTES, "
+                             "memory, threads and open files sampled")
+    parser.add_argument("--soak-json", default=None, metavar="PATH",
+                        help="write the soak's samples and summary to this JSON file")
+    parser.add_argument("--soak-interval", type=float, default=None, metavar="S",
+                        help="seconds between soak samples (default: a 20th of the run, between 0.5 and 10)")
+    parser.add_argument("--soak-warmup", type=float, default=None, metavar="S",
+                        help="seconds of the soak left out of the growth figures (default: 10%% of it, at most 60)")
+    parser.add_argument("--soak-tracemalloc", action="store_true",
+                        help="trace Python allocations during the soak and list the largest growths (slower)")
     parser.add_argument("--engine-bench-full", action="store_true",
                         help="let the pose benchmark time all its back ends (torch.compile takes minutes on CPU)")
     add_engine_arguments(parser)
@@ -47,6 +62,8 @@ def run(args) -> int:
     from stream.publisher import Publisher
 
     config = config_from_args(args, max_frames=None, report_every_s=0.0)
+    if args.soak is not None:
+        return run_soak(args, config)
     path = config.source or str(SAMPLE_CLIP)
     engines = load_engines(config)
     body_model = engines.body_model
@@ -102,6 +119,58 @@ def run(args) -> int:
         print(json.dumps(result, default=_jsonable))
     else:
         print(format_result(result))
+    return 0
+
+
+def run_soak(args, config) -> int:
+    """``--soak MINUTES``: the soak of stream.bench.soak; prints its summary, writes --soak-json."""
+    import json
+    import logging
+    import math
+    import os
+    import platform
+    from pathlib import Path
+
+    from stream import bench
+    from stream.cli import UserError
+    from stream.commands._common import stop_on_sigterm
+    from stream.compose import ComposeError
+    from stream.config import ConfigError
+    from stream.pipeline import PipelineError
+
+    log = logging.getLogger("meshstream.bench")
+    if not math.isfinite(args.soak) or args.soak <= 0:
+        raise UserError(f"--soak {args.soak}: give the soak's length in minutes, more than 0 (e.g. --soak 60)")
+    if args.soak_interval is not None and not args.soak_interval > 0:
+        raise UserError(f"--soak-interval {args.soak_interval}: give seconds between samples, more than 0")
+    if args.soak_warmup is not None and not args.soak_warmup >= 0:
+        raise UserError(f"--soak-warmup {args.soak_warmup}: give seconds, 0 or more")
+    if args.soak_json:
+        folder = Path(args.soak_json).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise UserError(f"--soak-json {args.soak_json}: folder {folder} does not exist (create it first)")
+
+    def progress(row: dict) -> None:
+        log.info("soak %7.1f s: RSS %.1f MB (heap in use %.1f, free %.1f), %s OS threads, %s fds, %d frames out, "
+                 "%d received, %d missed, e2e p95 %.0f ms, degrade %d", row["t_s"], row["rss_mb"] or float("nan"),
+                 row["heap_in_use_mb"] or float("nan"), row["heap_free_mb"] or float("nan"), row["os_threads"],
+                 row["fds"], row["frames_out"], row["received"], row["missed"], row["e2e_p95_ms"],
+                 row["degrade_level"])
+
+    stop_on_sigterm()
+    try:
+        result = bench.soak(config, args.soak, interval_s=args.soak_interval, warmup_s=args.soak_warmup,
+                            on_sample=progress, trace_memory=args.soak_tracemalloc)
+    except (ComposeError, ConfigError, PipelineError) as exc:
+        raise UserError(str(exc)) from exc
+    result["machine"] = {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform()}
+    if args.soak_json:
+        with open(args.soak_json, "w") as f:
+            json.dump(result, f, indent=1, default=_jsonable)
+    if args.json:
+        print(json.dumps(result["summary"], default=_jsonable))
+    else:
+        print(bench.format_soak(result))
     return 0
 
 
