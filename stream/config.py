@@ -250,8 +250,9 @@ def option_name(f: dataclasses.Field) -> str:
     return flag if flag.lstrip("-").replace("-", "_") == f.name else f"{flag} ({f.name})"
 
 
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """The options of a TOML file as field names and values; unknown names are an error."""
+def load_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A TOML file's contents; ConfigError naming ``what`` (e.g. "--config x.toml") when the
+    file is missing or not TOML."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -259,11 +260,16 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
 
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
+        raise ConfigError(f"{what}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{what}: not valid TOML: {exc}") from None
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The options of a TOML file as field names and values; unknown names are an error."""
+    data = load_toml(path, f"--config {path}")
     if isinstance(data.get("meshstream"), dict):
         data = data["meshstream"]
     return options_from_mapping(data, f"--config {path}")

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.config import Config, ConfigError, options_from_mapping
+from stream.config import Config, ConfigError, load_toml, options_from_mapping
 from stream.distributed import DistributedError, connect
 
 log = logging.getLogger("meshstream.serve")
@@ -64,18 +64,7 @@ class StreamSpec:
 
 def read_streams(path: str | os.PathLike) -> list[StreamSpec]:
     """The streams of a TOML streams file (see the module docstring); ConfigError says what is wrong."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such streams file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = load_toml(path, f"streams file {path}")
     unknown = set(data) - {"defaults", "streams"}
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(sorted(unknown))} (use [defaults] and [streams.NAME])")

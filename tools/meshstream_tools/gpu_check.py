@@ -92,16 +92,9 @@ class Recorder:
 
 
 def _jsonable(value):
-    try:
-        import numpy as np
+    from stream.commands.bench import _jsonable as jsonable  # one definition: the bench's
 
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(value)
+    return jsonable(value)
 
 
 def _first_line(exc: BaseException) -> str:
