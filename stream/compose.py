@@ -152,9 +152,9 @@ class Chain:
 
     def run(self):
         """Run to the end of the input; returns the pipeline's stats (see :meth:`Pipeline.run`)."""
-        if self.publisher is not None and self.config.wait_subscribers_s > 0:
-            if not self.publisher.wait_for_subscriber(self.config.wait_subscribers_s):
-                log.warning("no subscriber after %.1f s; starting anyway", self.config.wait_subscribers_s)
+        wait_s, count = self.config.wait_subscribers_s, self.config.wait_subscribers_count
+        if self.publisher is not None and wait_s > 0 and not self.publisher.wait_for_subscriber(wait_s, count):
+            log.warning("fewer than %d subscriber(s) after %.1f s; starting anyway", count, wait_s)
         reason = "error"
         try:
             stats = self.pipeline.run()

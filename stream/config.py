@@ -110,6 +110,8 @@ class Config:
                               unit="s", low=0, metavar="S")
     wait_subscribers_s: float = _option(0.0, "before reading the source, wait up to S seconds for a subscriber",
                                         flag="--wait-subscribers", unit="s", low=0, metavar="S")
+    wait_subscribers_count: int = _option(1, "with --wait-subscribers: how many subscribers to wait for",
+                                          flag="--wait-count", low=1, high=1000, metavar="N")
     results: str | None = _option(None, "results file to write (.npz)", flag="--output", short="-o",
                                   metavar="OUT.npz")
     results_vertices: bool = _option(False, "store vertices (N, V, 3) in the results file", flag="--vertices")

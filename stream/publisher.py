@@ -364,12 +364,13 @@ class Publisher:
             sock.close(linger=1000)
             self.flush()
 
-    def wait_for_subscriber(self, timeout_s: float) -> bool:
-        """Wait until someone subscribes to frames (or ``timeout_s`` passes); True if someone did."""
+    def wait_for_subscriber(self, timeout_s: float, count: int = 1) -> bool:
+        """Wait until ``count`` subscriptions to frames have come (or ``timeout_s`` passes);
+        True if they did."""
         deadline = time.monotonic() + timeout_s
-        while self.frame_subscriptions == 0 and time.monotonic() < deadline:
+        while self.frame_subscriptions < count and time.monotonic() < deadline:
             time.sleep(0.01)
-        return self.frame_subscriptions > 0
+        return self.frame_subscriptions >= count
 
     def stats(self) -> dict:
         return {"sent": self.sent, "dropped": self.dropped, "meta_sent": self.meta_sent,

@@ -117,7 +117,7 @@ def test_a_slow_subscriber_never_stalls_the_publisher(tmp_path):
     time.sleep(1.0)
     stats_path = tmp_path / "stats.json"
     run = meshstream("run", str(clip), "--realtime", "--pose", "off", "--publish", address,
-                     "--wait-subscribers", "20", "--stats-json", str(stats_path))
+                     "--wait-subscribers", "20", "--wait-count", "2", "--stats-json", str(stats_path))
     slow.send_signal(signal.SIGINT)
     slow_out, slow_err = slow.communicate(timeout=20)
     fast_out, _ = fast.communicate(timeout=30)

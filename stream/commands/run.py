@@ -18,8 +18,9 @@ NAME = "run"
 HELP = "live: publish per-frame body meshes from a camera, stream or file over ZeroMQ"
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 OPTIONS = ["realtime", "max_frames", "publish", "publish_vertices", "float16", "source_name", "curve_keys",
-           "meta_interval_s", "linger_s", "wait_subscribers_s", "open_timeout_s", "read_timeout_s",
-           "max_reconnects", "vmc", "vmc_people", "view", "bvh", "glb", "stats_json", "report_every_s"]
+           "meta_interval_s", "linger_s", "wait_subscribers_s", "wait_subscribers_count", "open_timeout_s",
+           "read_timeout_s", "max_reconnects", "vmc", "vmc_people", "view", "bvh", "glb", "stats_json",
+           "report_every_s"]
 
 
 def add_arguments(parser) -> None:
