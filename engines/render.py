@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engines.pinhole import Intrinsics
+
 __all__ = ["Camera", "Mesh", "RenderResult", "render", "overlay", "track_color", "vertex_normals"]
 
 # Candidate pixels tested at once; bounds the peak memory (about 60 bytes per candidate).
@@ -44,39 +46,8 @@ DEFAULT_CHUNK = 1 << 21
 _EMPTY_KEY = torch.iinfo(torch.int64).max
 
 
-@dataclass(frozen=True)
-class Camera:
-    """A pinhole camera: focal lengths and principal point in pixels, image size in pixels."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @classmethod
-    def from_fov(cls, width: int, height: int, horizontal_fov_deg: float = 60.0) -> "Camera":
-        """A centred camera with square pixels and the given horizontal field of view."""
-        fx = 0.5 * width / np.tan(np.radians(horizontal_fov_deg) / 2.0)
-        return cls(fx, fx, width / 2.0, height / 2.0, int(width), int(height))
-
-    def scaled(self, factor: float) -> "Camera":
-        """The same view at ``factor`` times the resolution (e.g. for supersampling)."""
-        return Camera(self.fx * factor, self.fy * factor, self.cx * factor, self.cy * factor,
-                      int(round(self.width * factor)), int(round(self.height * factor)))
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The 3x3 intrinsic matrix K, float32."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], np.float32)
-
-    def project(self, points) -> np.ndarray:
-        """Camera-frame points (..., 3) metres -> pixel coordinates (..., 2) float32."""
-        p = np.asarray(points, dtype=np.float64)
-        z = p[..., 2]
-        uv = np.stack([self.fx * p[..., 0] / z + self.cx, self.fy * p[..., 1] / z + self.cy], axis=-1)
-        return uv.astype(np.float32)
+# The renderer's camera is the project's one pinhole type.
+Camera = Intrinsics
 
 
 @dataclass

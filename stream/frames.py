@@ -8,36 +8,11 @@ A :class:`Frame` is what a source produces: one decoded picture with its timesta
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """A pinhole camera: focal lengths and principal point in pixels, for an image of
-    ``width`` x ``height`` pixels."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @classmethod
-    def from_fov(cls, width: int, height: int, fov_deg: float = 60.0) -> "Intrinsics":
-        """The camera whose longer image side spans ``fov_deg`` degrees (square pixels, centred)."""
-        focal = 0.5 * max(width, height) / math.tan(math.radians(fov_deg) / 2)
-        return cls(focal, focal, width / 2.0, height / 2.0, int(width), int(height))
-
-    def matrix(self) -> np.ndarray:
-        """(3, 3) float32 pinhole matrix."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], np.float32)
-
-    def as_dict(self) -> dict:
-        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width, "height": self.height}
+from engines.pinhole import Intrinsics
 
 
 @dataclass(frozen=True)

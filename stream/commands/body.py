@@ -70,7 +70,7 @@ def render_sheet(model, tile_width: int):
 
     global_orient, body_pose, betas = scene_parameters(model.dtype)
     tile_height = int(tile_width * 1.2)
-    camera = Camera.from_fov(tile_width, tile_height, horizontal_fov_deg=30.0)
+    camera = Camera.from_horizontal_fov(tile_width, tile_height, 30.0)
     # The same distance for every view (so shapes compare): 2.3 m fits the height, 1.95 m the width.
     distance = max(2.3 * camera.fy / tile_height, 1.95 * camera.fx / tile_width)
     # Model frame (y up, facing +z) -> camera frame (y down, facing the camera): a half turn about x.

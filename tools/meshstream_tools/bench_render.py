@@ -188,7 +188,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     texture = rng.integers(90, 220, size=(512, 512, 3), dtype=np.uint8)
     background = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
-    camera = Camera.from_fov(width, height, 60.0)
+    camera = Camera.from_horizontal_fov(width, height, 60.0)
     meshes = [
         Mesh(vertices + np.array([-0.45, 0.0, args.distance], np.float32), faces, uv=uv, texture=texture),
         Mesh(vertices + np.array([0.35, 0.05, args.distance + 0.4], np.float32), faces, uv=uv, texture=texture),

@@ -216,7 +216,7 @@ class SyntheticRenderer:
         """
         W, H = self.width, self.height
         hfov = rng.uniform(*HFOV_DEG)
-        camera = Camera.from_fov(W, H, hfov)
+        camera = Camera.from_horizontal_fov(W, H, hfov)
         fill = rng.uniform(*FRAME_FILL)
         distance = float(np.clip(camera.fy * REFERENCE_STATURE_M / (fill * H), *DISTANCE_M))
         cam_height = rng.uniform(*CAMERA_HEIGHT_M)
@@ -395,7 +395,7 @@ class SyntheticRenderer:
         frames, masks, visible, vertices, joints, landmarks = self.render_clip(rng, scene, people)
         write_video(out_dir / f"{name}.mp4", frames, self.fps)
         camera = scene["camera"]
-        K = camera.matrix
+        K = camera.matrix()
         F, P = len(frames), len(people)
         rows = [(f, p) for f in range(F) for p in range(P)]
         fi = np.array([f for f, _ in rows], np.int32)
