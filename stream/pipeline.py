@@ -88,9 +88,10 @@ class Stage:
     def process_batch(self, packets: list[Packet]) -> list[Packet]:
         """Work on several packets (offline batching). Default: one by one.
 
-        A stage that holds packets back (e.g. a smoother that needs later frames) returns
-        fewer packets than it took, and more later; it must return every packet once, in
-        order, and give back what it still holds from :meth:`flush`."""
+        A stage that holds packets back (e.g. a smoother that needs later frames) overrides
+        this method (not :meth:`process`): it returns fewer packets than it took, and more
+        later; it must return every packet once, in order, and give back what it still holds
+        from :meth:`flush`. The pipeline always calls this method."""
         return [self.process(p) for p in packets]
 
     def flush(self) -> list[Packet]:

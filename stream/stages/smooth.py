@@ -47,12 +47,6 @@ class SmoothStage(Stage):
         else:
             self._causal = SmootherBank(self.kind, consolidate_shape=False)
 
-    def process(self, packet: Packet) -> Packet:
-        released = self.process_batch([packet])
-        if len(released) != 1:
-            raise RuntimeError("SmoothStage with rts smoothing holds packets: call process_batch and flush")
-        return released[0]
-
     def process_batch(self, packets: list[Packet]) -> list[Packet]:
         """The packets ready to go on, in order (with "rts": those ``lag_frames`` frames old)."""
         out: list[Packet] = []

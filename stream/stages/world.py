@@ -63,12 +63,6 @@ class WorldStage(Stage):
         self._live = context.policy == LIVE
         self._lag = 0 if self._live else self.lag_frames
 
-    def process(self, packet: Packet) -> Packet:
-        released = self.process_batch([packet])
-        if len(released) != 1:
-            raise RuntimeError("WorldStage holds packets offline: call process_batch and flush")
-        return released[0]
-
     def process_batch(self, packets: list[Packet]) -> list[Packet]:
         out: list[Packet] = []
         for packet in packets:
